@@ -1,0 +1,41 @@
+#pragma once
+// Key pair generation and encoding with Crypto++ (SPEC section 5): private keys as PKCS#8 PEM
+// ("BEGIN PRIVATE KEY"), public keys as SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace pa::keystore {
+
+enum class KeyType { rsa2048, rsa3072, rsa4096, ec_p256, ed25519 };
+
+// "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ed25519".
+std::string_view to_string(KeyType type) noexcept;
+std::optional<KeyType> parse_key_type(std::string_view name) noexcept;
+
+struct KeyError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct KeyPair {
+  KeyType type;
+  std::string private_pem;  // PKCS#8; treat as secret
+  std::string public_pem;   // SubjectPublicKeyInfo
+};
+
+// Generates a fresh pair. Throws KeyError on failure.
+KeyPair generate_key_pair(KeyType type);
+
+// Reads a PKCS#8 private key PEM of any supported type and derives the pair from it.
+// Throws KeyError when the text is not such a key.
+KeyPair key_pair_from_private_pem(std::string_view private_pem);
+
+// "SHA256:" + unpadded base64 of SHA-256 over the public key's DER (SPEC section 3.2).
+// Throws KeyError when the text is not a public key PEM.
+std::string fingerprint(std::string_view public_pem);
+
+// Reads a SubjectPublicKeyInfo PEM and names its type. Throws KeyError.
+KeyType public_key_type(std::string_view public_pem);
+
+}  // namespace pa::keystore
