@@ -125,10 +125,10 @@ typedef struct pa_host {
  * plugin is unloaded (a static object is the usual choice).
  */
 typedef struct pa_plugin {
-  uint32_t abi_version; /* PA_PLUGIN_ABI_VERSION the plugin was built against */
-  uint32_t struct_size; /* sizeof(pa_plugin) the plugin was built with */
-  const char* name;     /* short unique name, e.g. "keygen" */
-  const char* version;  /* the plugin's own version string */
+  uint32_t abi_version;       /* PA_PLUGIN_ABI_VERSION the plugin was built against */
+  uint32_t struct_size;       /* sizeof(pa_plugin) the plugin was built with */
+  const char* name;           /* short unique name, e.g. "keygen" */
+  const char* version;        /* the plugin's own version string */
   const char* const* actions; /* NULL-terminated list of canonical actions it serves */
 
   /* Called once after loading, on the main thread. Store plugin state in *state.

@@ -1,0 +1,235 @@
+#include "agent.hpp"
+
+#include <fmt/format.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "log.hpp"
+
+namespace pa {
+namespace {
+
+keystore::KeyStore open_key_store(const Config& config) {
+  try {
+    return keystore::KeyStore(config.keys_dir);
+  } catch (const keystore::StoreError& error) {
+    throw ConfigError(
+        fmt::format("invalid PROVISION_KEYS_DIR=\"{}\": {}", config.keys_dir, error.what()));
+  }
+}
+
+LogFields fields_of(const Outcome& outcome) {
+  return LogFields{outcome.device_id,
+                   outcome.user_id ? std::string_view(*outcome.user_id) : std::string_view(),
+                   outcome.action,
+                   outcome.request_id ? std::string_view(*outcome.request_id) : std::string_view(),
+                   outcome.error ? "error" : "ok",
+                   outcome.error ? to_string(outcome.error->code) : ""};
+}
+
+std::string online_message(const Config& config) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("status");
+  w.String("online");
+  w.Key("agent_id");
+  w.String(config.mqtt_client_id.c_str());
+  w.Key("version");
+  w.String(kVersion);
+  w.Key("started_at");
+  w.String(format_rfc3339(std::time(nullptr)).c_str());
+  w.EndObject();
+  return buffer.GetString();
+}
+
+}  // namespace
+
+std::string status_topic(const Config& config) {
+  return fmt::format("{}/agents/{}/status", config.provision_topic_base, config.mqtt_client_id);
+}
+
+std::string response_message(const Outcome& outcome) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  auto field = [&](const char* name, const std::string& value) {
+    w.Key(name);
+    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  };
+  w.StartObject();
+  if (outcome.request_id) field("request_id", *outcome.request_id);
+  field("device_id", outcome.device_id);
+  if (outcome.user_id) field("user_id", *outcome.user_id);
+  field("action", outcome.action);
+  field("status", outcome.error ? "error" : "ok");
+  w.Key("encrypted");
+  w.Bool(outcome.encrypted);
+  if (outcome.fingerprint && !outcome.error) field("fingerprint", *outcome.fingerprint);
+  if (outcome.error) {
+    w.Key("error");
+    w.StartObject();
+    field("code", to_string(outcome.error->code));
+    field("message", outcome.error->message);
+    w.EndObject();
+  }
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(config_)) {
+  services_.config = &config_;
+  services_.store = &store_;
+  services_.agent_id = config_.mqtt_client_id;
+  services_.publish = [this](const std::string& topic, const std::string& payload, bool retain) {
+    return session_ && session_->publish(topic, payload, retain);
+  };
+  plugins_ = plugin::PluginSet::load(config_.plugin_dir, host_table(services_));
+  if (!plugins_.find(kActionGenerate))
+    throw ConfigError(fmt::format(
+        "invalid PROVISION_PLUGIN_DIR=\"{}\": no plugin serves {} (is keygen.so installed there?)",
+        config_.plugin_dir, kActionGenerate));
+  session_ = std::make_unique<mqtt::Session>(
+      config_, status_topic(config_), online_message(config_),
+      mqtt::Session::Handlers{
+          [this](InboundMessage&& message) { accept(std::move(message)); }, {}, {}});
+}
+
+Agent::~Agent() = default;
+
+int Agent::run(const std::atomic<bool>& stop) {
+  pool_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(config_.workers),
+                                       static_cast<std::size_t>(config_.queue_max));
+  log_info("provision-agent {} starting: broker {}:{}{}, key store {}, {} worker(s)", kVersion,
+           config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
+           config_.keys_dir, config_.workers);
+  session_->run(stop);
+
+  // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
+  // status, disconnect. The loop keeps turning while draining so responses go out.
+  log_info("stopping: finishing {} queued request(s)", pool_->waiting());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    const std::size_t abandoned = pool_->stop(deadline);
+    if (abandoned > 0) log_warning("abandoned {} queued request(s) at shutdown", abandoned);
+    drained = true;
+  });
+  session_->run(drained);
+  drainer.join();
+  session_->close(std::chrono::seconds(2));
+  log_info("stopped after serving {} request(s)", pool_->served());
+  return 0;
+}
+
+void Agent::accept(InboundMessage&& message) {
+  if (!config_.serves_device(message.device_id)) {
+    log_debug("ignoring a request for device {} (not in PROVISION_DEVICES)", message.device_id);
+    return;
+  }
+  const std::string device = message.device_id;
+  auto shared = std::make_shared<InboundMessage>(std::move(message));
+  if (pool_->submit(device, [this, shared] { handle(*shared); })) return;
+  Outcome outcome;
+  outcome.device_id = shared->device_id;
+  outcome.action = kActionGenerate;
+  outcome.error =
+      RequestError{ErrorCode::busy,
+                   fmt::format("{} requests are already waiting; retry later", config_.queue_max)};
+  respond(*shared, outcome);
+}
+
+void Agent::handle(const InboundMessage& message) {
+  Outcome outcome;
+  try {
+    outcome = serve(message);
+  } catch (const std::exception& error) {
+    // No request may take the daemon down (STYLE: per-request errors are values).
+    outcome.device_id = message.device_id;
+    outcome.error = RequestError{ErrorCode::plugin_failed, "internal error"};
+    log_error("request on {} failed: {}", message.topic, error.what());
+  }
+  respond(message, outcome);
+}
+
+std::variant<std::string, RequestError> Agent::decrypt(const Envelope& /*envelope*/,
+                                                       const std::string& /*device_id*/) {
+  return RequestError{ErrorCode::decrypt_failed, "encrypted requests are not supported yet"};
+}
+
+Outcome Agent::serve(const InboundMessage& message) {
+  Decoded decoded = decode_request(message, static_cast<std::size_t>(config_.max_payload),
+                                   [this](const Envelope& envelope, const std::string& device) {
+                                     return decrypt(envelope, device);
+                                   });
+  Outcome outcome;
+  outcome.device_id = message.device_id;
+  outcome.request_id = decoded.request_id;
+  outcome.user_id = decoded.user_id;
+  outcome.action = decoded.action;
+  outcome.encrypted = decoded.encrypted;
+  if (decoded.error) {
+    outcome.error = decoded.error;
+    return outcome;
+  }
+  const Request& request = *decoded.request;
+
+  const plugin::Plugin* plugin = plugins_.find(request.action);
+  if (!plugin) {
+    outcome.error = RequestError{ErrorCode::unknown_action,
+                                 fmt::format("no plugin serves the action \"{}\"", request.action)};
+    return outcome;
+  }
+
+  // SPEC section 4: what plaintext may do.
+  if (!request.encrypted && config_.e2ee_policy == E2eePolicy::all) {
+    outcome.error = RequestError{ErrorCode::e2ee_required,
+                                 "PROVISION_E2EE_POLICY=all: requests must be encrypted"};
+    return outcome;
+  }
+  if (!request.encrypted && config_.e2ee_policy == E2eePolicy::destructive &&
+      (request.action == kActionUpdate || request.action == kActionDelete) &&
+      !store_.private_key_candidates(request.device_id).empty()) {
+    outcome.error = RequestError{
+        ErrorCode::e2ee_required,
+        fmt::format("PROVISION_E2EE_POLICY=destructive: {} of existing keys must be encrypted",
+                    request.action)};
+    return outcome;
+  }
+
+  pa_call call;
+  call.services = &services_;
+  call.request = &request;
+  const std::string key_type =
+      request.key_type.value_or(std::string(keystore::to_string(config_.key_type)));
+  prepare_call(call, key_type);
+  const int status = plugin->descriptor->handle(plugin->state, &call, &call.c_request);
+  if (status != PA_OK) {
+    outcome.error = call.error.value_or(
+        RequestError{error_code_for_status(status),
+                     fmt::format("plugin {} failed with status {}", plugin->name, status)});
+    return outcome;
+  }
+  outcome.fingerprint = call.fingerprint;
+  return outcome;
+}
+
+void Agent::respond(const InboundMessage& message, const Outcome& outcome) {
+  const std::string payload = response_message(outcome);
+  session_->publish(fmt::format("{}/{}/response", config_.provision_topic_base, message.device_id),
+                    payload, false);
+  if (message.response_topic) {
+    const mqtt::ReplyTo reply{*message.response_topic, message.correlation_data};
+    session_->publish(*message.response_topic, payload, false, &reply);
+  }
+  if (outcome.error)
+    log_at(LogLevel::warning, fields_of(outcome), "{} refused: {}", outcome.action,
+           outcome.error->message);
+  else
+    log_at(LogLevel::info, fields_of(outcome), "{} served{}", outcome.action,
+           outcome.fingerprint ? fmt::format(" ({})", *outcome.fingerprint) : "");
+}
+
+}  // namespace pa

@@ -1,0 +1,241 @@
+#include "host.hpp"
+
+#include <fmt/format.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+
+#include "log.hpp"
+
+namespace pa {
+namespace {
+
+// config_get has no call argument, so the services it reads are process-wide (set once).
+const HostServices* g_services = nullptr;
+
+LogFields fields_of(const pa_call* call) {
+  if (!call || !call->request) return {};
+  const Request& r = *call->request;
+  return LogFields{r.device_id, r.user_id ? std::string_view(*r.user_id) : std::string_view(),
+                   r.action,    r.request_id ? std::string_view(*r.request_id) : std::string_view(),
+                   {},          {}};
+}
+
+LogLevel level_of(pa_log_level level) {
+  switch (level) {
+    case PA_LOG_DEBUG:
+      return LogLevel::debug;
+    case PA_LOG_INFO:
+      return LogLevel::info;
+    case PA_LOG_WARNING:
+      return LogLevel::warning;
+    case PA_LOG_ERROR:
+      return LogLevel::error;
+  }
+  return LogLevel::info;
+}
+
+void host_log(pa_call* call, pa_log_level level, const char* message) {
+  if (!message) return;
+  log_write(level_of(level), fields_of(call), message);
+}
+
+const char* host_config_get(const char* name) {
+  if (!g_services || !name) return nullptr;
+  const auto& entries = g_services->config->entries;
+  auto it = entries.find(name);
+  if (it == entries.end() || (!it->second.set && it->second.value.empty())) return nullptr;
+  for (const auto& variable : config_variables())
+    if (variable.secret && name == std::string_view(variable.env)) return nullptr;
+  return it->second.value.c_str();
+}
+
+int host_key_exists(pa_call* call) {
+  try {
+    const Request& r = *call->request;
+    return call->services->store->has_keys(r.user_id, r.device_id) ? 1 : 0;
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    return -PA_ERR_STORAGE;
+  }
+}
+
+int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
+  const Request& r = *call->request;
+  const std::string type_name = key_type ? key_type : call->c_request.key_type;
+  auto type = keystore::parse_key_type(type_name);
+  if (!type) {
+    call->error =
+        RequestError{ErrorCode::invalid_request, fmt::format("unknown key type \"{}\"", type_name)};
+    return PA_ERR_INVALID;
+  }
+  keystore::KeyPair pair;
+  try {
+    pair = keystore::generate_key_pair(*type);
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key generation: {}", error.what()));
+    call->error = RequestError{ErrorCode::keygen_failed, "key generation failed"};
+    return PA_ERR_KEYGEN;
+  }
+  try {
+    call->services->store->store(r.user_id, r.device_id, pair, keep_backup != 0);
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    call->error = RequestError{ErrorCode::storage_failed, "cannot store the key pair"};
+    return PA_ERR_STORAGE;
+  }
+  log_write(LogLevel::info, fields_of(call),
+            fmt::format("generated a {} key pair", keystore::to_string(*type)));
+  return PA_OK;
+}
+
+int host_key_delete(pa_call* call) {
+  const Request& r = *call->request;
+  try {
+    if (!call->services->store->remove(r.user_id, r.device_id)) {
+      call->error = RequestError{ErrorCode::not_found, "the device has no keys"};
+      return PA_ERR_NOT_FOUND;
+    }
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    call->error = RequestError{ErrorCode::storage_failed, "cannot remove the keys"};
+    return PA_ERR_STORAGE;
+  }
+  return PA_OK;
+}
+
+std::string keys_topic(const Config& config, const std::string& device) {
+  return fmt::format("{}/{}/public", config.keys_topic_base, device);
+}
+
+int host_publish_key(pa_call* call) {
+  const Request& r = *call->request;
+  const HostServices& services = *call->services;
+  std::optional<keystore::StoredKey> key;
+  try {
+    key = services.store->load(r.user_id, r.device_id);
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    call->error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};
+    return PA_ERR_STORAGE;
+  }
+  if (!key) {
+    call->error = RequestError{ErrorCode::not_found, "the device has no keys"};
+    return PA_ERR_NOT_FOUND;
+  }
+  if (key->repaired)
+    log_write(LogLevel::warning, fields_of(call),
+              "sensor_public.pem was missing or did not match the private key; rewrote it");
+  const std::string payload = key_message(*services.config, r, *key, services.agent_id);
+  if (!services.publish(keys_topic(*services.config, r.device_id), payload,
+                        services.config->retain_keys)) {
+    call->error = RequestError{ErrorCode::plugin_failed, "the MQTT client refused the key message"};
+    return PA_ERR_PUBLISH;
+  }
+  call->fingerprint = key->fingerprint;
+  return PA_OK;
+}
+
+int host_clear_published_key(pa_call* call) {
+  const HostServices& services = *call->services;
+  // An empty retained message removes the broker's retained key (SPEC section 3).
+  if (!services.publish(keys_topic(*services.config, call->request->device_id), "", true))
+    return PA_ERR_PUBLISH;
+  return PA_OK;
+}
+
+void host_set_error(pa_call* call, const char* code, const char* message) {
+  static const ErrorCode kCodes[] = {ErrorCode::invalid_json,
+                                     ErrorCode::invalid_request,
+                                     ErrorCode::invalid_device_id,
+                                     ErrorCode::invalid_user_id,
+                                     ErrorCode::device_mismatch,
+                                     ErrorCode::unknown_action,
+                                     ErrorCode::payload_too_large,
+                                     ErrorCode::decrypt_failed,
+                                     ErrorCode::e2ee_required,
+                                     ErrorCode::unauthorized,
+                                     ErrorCode::replay,
+                                     ErrorCode::not_found,
+                                     ErrorCode::busy,
+                                     ErrorCode::keygen_failed,
+                                     ErrorCode::storage_failed,
+                                     ErrorCode::plugin_failed};
+  ErrorCode chosen = ErrorCode::plugin_failed;
+  for (ErrorCode known : kCodes)
+    if (code && std::string_view(code) == to_string(known)) chosen = known;
+  call->error = RequestError{chosen, message ? message : ""};
+}
+
+const pa_host kHostTable = {
+    sizeof(pa_host),          PA_PLUGIN_ABI_VERSION, host_log,        host_config_get,
+    host_key_exists,          host_key_generate,     host_key_delete, host_publish_key,
+    host_clear_published_key, host_set_error,
+};
+
+}  // namespace
+
+const pa_host* host_table(const HostServices& services) {
+  g_services = &services;
+  return &kHostTable;
+}
+
+void prepare_call(pa_call& call, const std::string& effective_key_type) {
+  const Request& r = *call.request;
+  call.c_request.struct_size = sizeof(pa_request);
+  call.c_request.device_id = r.device_id.c_str();
+  call.c_request.user_id = r.user_id ? r.user_id->c_str() : nullptr;
+  call.c_request.action = r.action.c_str();
+  call.c_request.request_id = r.request_id ? r.request_id->c_str() : nullptr;
+  call.c_request.json = r.json.c_str();
+  call.c_request.encrypted = r.encrypted ? 1 : 0;
+  call.c_request.force = r.force ? 1 : 0;
+  call.c_request.key_type = effective_key_type.c_str();
+}
+
+std::string key_message(const Config& config, const Request& request,
+                        const keystore::StoredKey& key, const std::string& agent_id) {
+  if (config.key_format == KeyFormat::pem) return key.public_pem;
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  auto field = [&](const char* name, const std::string& value) {
+    w.Key(name);
+    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  };
+  w.StartObject();
+  field("device_id", request.device_id);
+  if (request.user_id) field("user_id", *request.user_id);
+  field("action", request.action);
+  if (request.request_id) field("request_id", *request.request_id);
+  field("key_type", std::string(keystore::to_string(key.type)));
+  field("public_key", key.public_pem);
+  field("fingerprint", key.fingerprint);
+  // C++17 has no file_clock::to_sys; shifting by the two clocks' "now" is exact to a few µs.
+  const auto created = std::chrono::system_clock::now() +
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           key.created - std::filesystem::file_time_type::clock::now());
+  field("created_at",
+        format_rfc3339(
+            std::chrono::duration_cast<std::chrono::seconds>(created.time_since_epoch()).count()));
+  field("agent_id", agent_id);
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+ErrorCode error_code_for_status(int status) noexcept {
+  switch (status) {
+    case PA_ERR_NOT_FOUND:
+      return ErrorCode::not_found;
+    case PA_ERR_KEYGEN:
+      return ErrorCode::keygen_failed;
+    case PA_ERR_STORAGE:
+      return ErrorCode::storage_failed;
+    case PA_ERR_INVALID:
+      return ErrorCode::invalid_request;
+    default:
+      return ErrorCode::plugin_failed;
+  }
+}
+
+}  // namespace pa

@@ -1,0 +1,292 @@
+#include "mqtt_session.hpp"
+
+#include <fmt/format.h>
+#include <mqtt_protocol.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "keystore/file_util.hpp"
+#include "log.hpp"
+
+namespace pa::mqtt {
+namespace {
+
+constexpr int kQos = 1;
+constexpr std::uint32_t kSessionExpirySeconds = 7 * 24 * 3600;  // MQTT 5: keep a week of requests
+
+void init_library() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mosquitto_lib_init();
+    std::atexit([] { mosquitto_lib_cleanup(); });
+  });
+}
+
+std::string describe_rc(int rc) {
+  if (rc == MOSQ_ERR_ERRNO) return fmt::format("{} ({})", mosquitto_strerror(rc), strerror(errno));
+  return mosquitto_strerror(rc);
+}
+
+}  // namespace
+
+Session::Session(const Config& config, std::string status_topic, std::string online_payload,
+                 Handlers handlers)
+    : config_(config),
+      status_topic_(std::move(status_topic)),
+      online_payload_(std::move(online_payload)),
+      handlers_(std::move(handlers)) {
+  init_library();
+  // clean_session=false: the broker keeps our subscriptions and queues QoS 1 requests while we
+  // are away (SPEC section 3).
+  client_.reset(mosquitto_new(config.mqtt_client_id.c_str(), false, this));
+  if (!client_) throw ConfigError(fmt::format("cannot create MQTT client: {}", strerror(errno)));
+  mosquitto_threaded_set(client_.get(), true);
+  const bool v5 = config.mqtt_protocol == MqttProtocol::v5;
+  mosquitto_int_option(client_.get(), MOSQ_OPT_PROTOCOL_VERSION,
+                       v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+  mosquitto_connect_v5_callback_set(client_.get(), &Session::on_connect);
+  mosquitto_disconnect_v5_callback_set(client_.get(), &Session::on_disconnect);
+  mosquitto_subscribe_v5_callback_set(client_.get(), &Session::on_subscribe);
+  mosquitto_message_v5_callback_set(client_.get(), &Session::on_message);
+
+  if (config.mqtt_user) {
+    const char* password = config.mqtt_password ? config.mqtt_password->c_str() : nullptr;
+    if (mosquitto_username_pw_set(client_.get(), config.mqtt_user->c_str(), password) !=
+        MOSQ_ERR_SUCCESS)
+      throw ConfigError("invalid MQTT_USER: libmosquitto refused the credentials");
+  }
+
+  if (config.mqtt_use_tls) {
+    std::optional<std::string> ca = config.mqtt_ca_certs;
+    if (!ca && config.inline_ca_pem) {
+      char path[] = "/tmp/provision-agent-ca-XXXXXX";
+      keystore::UniqueFd fd(mkstemp(path));
+      if (!fd) throw ConfigError("cannot write the broker-config caCert to a temporary file");
+      const std::string& pem = *config.inline_ca_pem;
+      if (write(fd.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size()))
+        throw ConfigError("cannot write the broker-config caCert to a temporary file");
+      ca_file_ = path;
+      ca = ca_file_;
+    }
+    if (!ca) mosquitto_int_option(client_.get(), MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    const int rc = mosquitto_tls_set(
+        client_.get(), ca ? ca->c_str() : nullptr, ca ? nullptr : "/etc/ssl/certs",
+        config.mqtt_certfile ? config.mqtt_certfile->c_str() : nullptr,
+        config.mqtt_keyfile ? config.mqtt_keyfile->c_str() : nullptr, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS)
+      throw ConfigError(
+          fmt::format("invalid MQTT_CA_CERTS=\"{}\": {}", ca.value_or("system"), describe_rc(rc)));
+    if (config.mqtt_tls_insecure) {
+      mosquitto_tls_insecure_set(client_.get(), true);
+      log_warning("MQTT_TLS_INSECURE is on: the broker's certificate host name is not verified");
+    }
+  }
+
+  const std::string offline = R"({"status":"offline"})";
+  if (mosquitto_will_set_v5(client_.get(), status_topic_.c_str(), static_cast<int>(offline.size()),
+                            offline.data(), kQos, true, nullptr) != MOSQ_ERR_SUCCESS)
+    throw ConfigError("cannot set the MQTT will");
+}
+
+Session::~Session() {
+  if (!ca_file_.empty()) unlink(ca_file_.c_str());
+}
+
+std::string Session::state_text() const {
+  return last_state_;
+}
+
+void Session::note_state(const std::string& state) {
+  // Logged once per change of state, not on every retry (SPEC section 3).
+  if (state == last_state_) return;
+  last_state_ = state;
+  if (connected_)
+    log_info("{}", state);
+  else
+    log_warning("{}", state);
+}
+
+bool Session::try_connect() {
+  PropertyList props;
+  if (config_.mqtt_protocol == MqttProtocol::v5) {
+    mosquitto_property* list = nullptr;
+    mosquitto_property_add_int32(&list, MQTT_PROP_SESSION_EXPIRY_INTERVAL, kSessionExpirySeconds);
+    props.reset(list);
+  }
+  const int rc =
+      mosquitto_connect_bind_v5(client_.get(), config_.mqtt_host.c_str(), config_.mqtt_port,
+                                config_.mqtt_keepalive, nullptr, props.get());
+  if (rc != MOSQ_ERR_SUCCESS) {
+    schedule_retry(fmt::format("broker {}:{} unreachable: {}", config_.mqtt_host, config_.mqtt_port,
+                               describe_rc(rc)));
+    return false;
+  }
+  socket_open_ = true;
+  return true;
+}
+
+void Session::schedule_retry(const std::string& reason) {
+  connected_ = false;
+  socket_open_ = false;
+  // 1 s doubling to 60 s; the jitter (half to full delay) keeps a fleet of Pis that lost the
+  // same broker from reconnecting in lock step.
+  const double base = std::min(60.0, static_cast<double>(1u << std::min(attempts_, 6)));
+  ++attempts_;
+  std::uniform_real_distribution<double> spread(base / 2, base);
+  const auto delay = std::chrono::duration<double>(spread(jitter_));
+  next_attempt_ = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(delay);
+  note_state(fmt::format("{}; retrying with back-off", reason));
+  log_debug("next connection attempt in {:.1f} s", delay.count());
+}
+
+void Session::run(const std::atomic<bool>& stop) {
+  while (!stop) {
+    if (!socket_open_) {
+      if (std::chrono::steady_clock::now() < next_attempt_) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (handlers_.on_tick) handlers_.on_tick();
+        continue;
+      }
+      if (!try_connect()) continue;
+    }
+    const int rc = mosquitto_loop(client_.get(), 100, 1);
+    if (rc != MOSQ_ERR_SUCCESS && socket_open_)
+      schedule_retry(fmt::format("connection to {}:{} lost: {}", config_.mqtt_host,
+                                 config_.mqtt_port, describe_rc(rc)));
+    if (handlers_.on_tick) handlers_.on_tick();
+  }
+}
+
+bool Session::publish(const std::string& topic, const std::string& payload, bool retain,
+                      const ReplyTo* reply) {
+  PropertyList props;
+  if (reply) {
+    mosquitto_property* list = nullptr;
+    if (!reply->correlation_data.empty())
+      mosquitto_property_add_binary(&list, MQTT_PROP_CORRELATION_DATA,
+                                    reply->correlation_data.data(),
+                                    static_cast<std::uint16_t>(reply->correlation_data.size()));
+    props.reset(list);
+  }
+  const std::string& target = reply ? reply->topic : topic;
+  const int rc =
+      mosquitto_publish_v5(client_.get(), nullptr, target.c_str(), static_cast<int>(payload.size()),
+                           payload.data(), kQos, retain, props.get());
+  // NO_CONN: libmosquitto has queued the QoS 1 message and sends it after reconnecting.
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+    log_error("cannot publish on {}: {}", target, describe_rc(rc));
+    return false;
+  }
+  return true;
+}
+
+void Session::close(std::chrono::milliseconds timeout) {
+  if (socket_open_) {
+    const std::string offline = R"({"status":"offline"})";
+    int mid = 0;
+    mosquitto_publish_v5(client_.get(), &mid, status_topic_.c_str(),
+                         static_cast<int>(offline.size()), offline.data(), kQos, true, nullptr);
+    // Flush queued responses and the offline status before disconnecting.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (connected_ && std::chrono::steady_clock::now() < deadline &&
+           mosquitto_want_write(client_.get()))
+      mosquitto_loop(client_.get(), 50, 1);
+    // Give the broker a moment to acknowledge the QoS 1 messages just written.
+    for (int i = 0; i < 5 && connected_; ++i) mosquitto_loop(client_.get(), 20, 1);
+    mosquitto_disconnect_v5(client_.get(), MQTT_RC_NORMAL_DISCONNECTION, nullptr);
+    mosquitto_loop(client_.get(), 50, 1);
+  }
+  connected_ = false;
+  socket_open_ = false;
+}
+
+void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*/,
+                         const mosquitto_property* /*props*/) {
+  auto* self = static_cast<Session*>(self_ptr);
+  if (rc != 0) {
+    // The broker refused us (bad credentials, not authorised...): not fatal, keep trying.
+    self->schedule_retry(fmt::format(
+        "broker {}:{} refused the connection: {}", self->config_.mqtt_host, self->config_.mqtt_port,
+        self->config_.mqtt_protocol == MqttProtocol::v5 ? mosquitto_reason_string(rc)
+                                                        : mosquitto_connack_string(rc)));
+    mosquitto_disconnect(client);
+    return;
+  }
+  self->connected_ = true;
+  self->attempts_ = 0;
+  self->note_state(fmt::format("connected to broker {}:{} as {}", self->config_.mqtt_host,
+                               self->config_.mqtt_port, self->config_.mqtt_client_id));
+  // Subscribing again on every connect is harmless with a kept session and required without.
+  const std::string& base = self->config_.provision_topic_base;
+  self->pending_subscriptions_.clear();
+  for (const char* leaf : {"request", "update", "delete"}) {
+    const std::string topic = fmt::format("{}/+/{}", base, leaf);
+    int mid = 0;
+    const int sub_rc = mosquitto_subscribe_v5(client, &mid, topic.c_str(), kQos, 0, nullptr);
+    if (sub_rc == MOSQ_ERR_SUCCESS)
+      self->pending_subscriptions_.insert(mid);
+    else
+      log_error("cannot subscribe to {}: {}", topic, describe_rc(sub_rc));
+  }
+}
+
+void Session::on_disconnect(mosquitto* /*client*/, void* self_ptr, int rc,
+                            const mosquitto_property* /*props*/) {
+  auto* self = static_cast<Session*>(self_ptr);
+  const bool was_connected = self->connected_;
+  self->connected_ = false;
+  if (rc != 0 && was_connected)
+    self->schedule_retry(fmt::format("disconnected from {}:{}: {}", self->config_.mqtt_host,
+                                     self->config_.mqtt_port, describe_rc(rc)));
+}
+
+void Session::on_subscribe(mosquitto* client, void* self_ptr, int mid, int count,
+                           const int* granted, const mosquitto_property* /*props*/) {
+  auto* self = static_cast<Session*>(self_ptr);
+  for (int i = 0; i < count; ++i)
+    if (granted[i] > kQos)  // 0x80: the broker refused the subscription (ACL)
+      log_error("the broker refused a subscription (reason {}); check its ACL for {}/#", granted[i],
+                self->config_.provision_topic_base);
+  self->pending_subscriptions_.erase(mid);
+  if (!self->pending_subscriptions_.empty()) return;
+  mosquitto_publish_v5(client, nullptr, self->status_topic_.c_str(),
+                       static_cast<int>(self->online_payload_.size()), self->online_payload_.data(),
+                       kQos, true, nullptr);
+  log_info("subscribed to {}/+/request, update and delete", self->config_.provision_topic_base);
+  if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
+}
+
+void Session::on_message(mosquitto* /*client*/, void* self_ptr, const mosquitto_message* message,
+                         const mosquitto_property* props) {
+  auto* self = static_cast<Session*>(self_ptr);
+  auto parsed = parse_request_topic(message->topic, self->config_.provision_topic_base);
+  if (!parsed) return;  // our own status/response echoes never match
+  InboundMessage inbound;
+  inbound.topic = message->topic;
+  inbound.device_id = std::move(parsed->first);
+  inbound.kind = parsed->second;
+  if (message->payloadlen > 0)
+    inbound.payload.assign(static_cast<const char*>(message->payload),
+                           static_cast<std::size_t>(message->payloadlen));
+  if (props) {
+    char* response_topic = nullptr;
+    if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false)) {
+      inbound.response_topic = response_topic;
+      std::free(response_topic);
+      void* data = nullptr;
+      std::uint16_t length = 0;
+      if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &data, &length,
+                                         false)) {
+        inbound.correlation_data.assign(static_cast<const char*>(data), length);
+        std::free(data);
+      }
+    }
+  }
+  self->handlers_.on_request(std::move(inbound));
+}
+
+}  // namespace pa::mqtt

@@ -1,0 +1,96 @@
+#pragma once
+// The broker connection (SPEC section 3) over libmosquitto: a persistent session (clean session
+// off, stable client id), QoS 1, TLS, credentials, a will plus the retained online status, and
+// reconnection with exponential back-off and jitter (1 s doubling to 60 s). The event loop runs
+// on the thread that calls run(); callbacks run there too and must only decode and enqueue.
+#include <mosquitto.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "request.hpp"
+
+namespace pa::mqtt {
+
+// Move-only owner of a mosquitto client handle.
+struct MosquittoDeleter {
+  void operator()(mosquitto* handle) const noexcept { mosquitto_destroy(handle); }
+};
+using MosquittoHandle = std::unique_ptr<mosquitto, MosquittoDeleter>;
+
+// Owner of a libmosquitto property list (MQTT 5).
+struct PropertyDeleter {
+  void operator()(mosquitto_property* list) const noexcept { mosquitto_property_free_all(&list); }
+};
+using PropertyList = std::unique_ptr<mosquitto_property, PropertyDeleter>;
+
+// Where a reply goes besides P/D/response: the MQTT 5 Response Topic and Correlation Data.
+struct ReplyTo {
+  std::string topic;
+  std::string correlation_data;
+};
+
+class Session {
+ public:
+  struct Handlers {
+    std::function<void(InboundMessage&&)> on_request;  // network thread: decode + enqueue only
+    std::function<void()> on_subscribed;               // all subscriptions acknowledged
+    std::function<void()> on_tick;                     // each loop turn (watchdog, status)
+  };
+
+  // Sets up the client, TLS and will. Throws ConfigError for settings libmosquitto refuses.
+  Session(const Config& config, std::string status_topic, std::string online_payload,
+          Handlers handlers);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();
+
+  // Runs the event loop until `stop` becomes true; never fails on broker trouble.
+  void run(const std::atomic<bool>& stop);
+
+  // Thread-safe. QoS 1 messages are kept by libmosquitto across reconnects.
+  bool publish(const std::string& topic, const std::string& payload, bool retain,
+               const ReplyTo* reply = nullptr);
+
+  // Publishes the offline status and disconnects, flushing for at most `timeout`.
+  void close(std::chrono::milliseconds timeout);
+
+  bool connected() const noexcept { return connected_; }
+  std::string state_text() const;
+
+ private:
+  static void on_connect(mosquitto*, void* self, int rc, int flags, const mosquitto_property*);
+  static void on_disconnect(mosquitto*, void* self, int rc, const mosquitto_property*);
+  static void on_subscribe(mosquitto*, void* self, int mid, int count, const int* granted,
+                           const mosquitto_property*);
+  static void on_message(mosquitto*, void* self, const mosquitto_message* message,
+                         const mosquitto_property* props);
+
+  bool try_connect();
+  void schedule_retry(const std::string& reason);
+  void note_state(const std::string& state);
+
+  const Config& config_;
+  std::string status_topic_;
+  std::string online_payload_;
+  Handlers handlers_;
+  MosquittoHandle client_;
+  std::string ca_file_;  // the broker-config JSON's inline CA, written to a private file
+  std::atomic<bool> connected_{false};
+  bool socket_open_ = false;
+  int attempts_ = 0;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::set<int> pending_subscriptions_;
+  std::string last_state_;
+  std::mt19937 jitter_{std::random_device{}()};
+};
+
+}  // namespace pa::mqtt

@@ -1,0 +1,119 @@
+#pragma once
+// Request decoding (SPEC sections 3.1 and 3.3): topic, size, JSON, envelope, fields, identifiers.
+// Pure functions with no I/O beyond the decryptor they are given, so every error code is
+// unit-testable.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace pa {
+
+enum class ErrorCode {
+  invalid_json,
+  invalid_request,
+  invalid_device_id,
+  invalid_user_id,
+  device_mismatch,
+  unknown_action,
+  payload_too_large,
+  decrypt_failed,
+  e2ee_required,
+  unauthorized,
+  replay,
+  not_found,
+  busy,
+  keygen_failed,
+  storage_failed,
+  plugin_failed,
+};
+const char* to_string(ErrorCode code) noexcept;
+
+struct RequestError {
+  ErrorCode code;
+  std::string message;
+};
+
+// Which subscription a message came in on.
+enum class TopicKind { request, update, remove };
+
+// A message as the network thread hands it to a worker.
+struct InboundMessage {
+  std::string topic;
+  std::string device_id;  // the topic's D, not yet validated
+  TopicKind kind = TopicKind::request;
+  std::string payload;
+  std::optional<std::string> response_topic;  // MQTT 5 Response Topic
+  std::string correlation_data;               // MQTT 5 Correlation Data
+};
+
+// "P/D/request" | "P/D/update" | "P/D/delete" -> (D, kind); nullopt for any other topic.
+std::optional<std::pair<std::string, TopicKind>> parse_request_topic(std::string_view topic,
+                                                                     std::string_view base);
+
+// The canonical action names of SPEC section 3.1.
+inline constexpr const char* kActionGenerate = "generate_and_publish_key";
+inline constexpr const char* kActionUpdate = "update";
+inline constexpr const char* kActionPublishKey = "publish_key";
+inline constexpr const char* kActionDelete = "delete";
+
+// Resolves aliases ("request", "generate" -> generate_and_publish_key; "rotate" -> update).
+std::string canonical_action(std::string_view action);
+
+// The fields of an encrypted envelope (SPEC section 4), still base64 encoded.
+struct Envelope {
+  std::string session_key;
+  std::string nonce;
+  std::string tag;
+  std::string ciphertext;
+  std::string mode = "EAX";
+  std::optional<std::string> signature;
+};
+
+// Decrypts an envelope addressed to `device_id`; returns the plaintext or a RequestError
+// (decrypt_failed / unauthorized). Provided by the agent (SPEC section 4).
+using Decryptor =
+    std::function<std::variant<std::string, RequestError>(const Envelope&, const std::string&)>;
+
+struct Request {
+  std::string device_id;
+  std::optional<std::string> user_id;
+  std::string action;  // canonical
+  std::optional<std::string> request_id;
+  std::optional<std::string> nonce;
+  std::optional<std::int64_t> ts;  // from "ts" or "timestamp", Unix seconds
+  bool force = false;
+  std::optional<std::string> key_type;
+  bool encrypted = false;
+  std::string json;  // the decoded request object (plaintext) as JSON text
+};
+
+// The outcome of decoding: a request, or an error plus what could be read for the response.
+struct Decoded {
+  std::optional<Request> request;
+  std::optional<RequestError> error;
+  // Best-effort fields for an error response (valid identifiers only).
+  std::optional<std::string> request_id;
+  std::optional<std::string> user_id;
+  std::string action;
+  bool encrypted = false;
+};
+
+// Whether a JSON object text is an envelope, and its fields; nullopt otherwise.
+std::optional<Envelope> parse_envelope(std::string_view payload);
+
+// Decodes one message. `max_payload` bytes at most. A message that looks like an envelope is
+// decrypted with `decrypt` and never read as plaintext.
+Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
+                       const Decryptor& decrypt);
+
+// RFC 3339 ("2026-11-23T10:00:00Z", offsets and fractions allowed) -> Unix seconds.
+std::optional<std::int64_t> parse_rfc3339(std::string_view text);
+
+// Unix seconds -> "2026-11-23T10:00:00Z".
+std::string format_rfc3339(std::int64_t unix_seconds);
+
+}  // namespace pa
