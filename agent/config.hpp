@@ -41,7 +41,7 @@ const std::vector<ConfigVariable>& config_variables();
 struct ConfigInputs {
   std::map<std::string, std::string> flags;
   std::map<std::string, std::string> environment;  // only variables of config_variables()
-  std::optional<std::string> env_file;              // path given with --env-file
+  std::optional<std::string> env_file;             // path given with --env-file
 };
 
 // Reads the process environment for every variable of config_variables().
@@ -71,13 +71,13 @@ struct Config {
   std::optional<std::string> inline_ca_pem;
 
   // Key store and plugins
-  std::string keys_dir;    // resolved root (PROVISION_KEYS_DIR, PROJECT_ROOT, STATE_DIRECTORY, .)
+  std::string keys_dir;  // resolved root (PROVISION_KEYS_DIR, PROJECT_ROOT, STATE_DIRECTORY, .)
   std::optional<std::string> project_root;
   std::string plugin_dir;  // PROVISION_PLUGIN_DIR or the compiled-in install folder
   keystore::KeyType key_type = keystore::KeyType::rsa2048;
 
   // Requests
-  int workers = 1;           // default: number of CPUs
+  int workers = 1;  // default: number of CPUs
   int queue_max = 1024;
   int max_payload = 65536;
   E2eePolicy e2ee_policy = E2eePolicy::destructive;

@@ -1,1 +1,673 @@
+// Configuration (SPEC section 2) as an operator meets it: sources and their precedence, env-file
+// and broker-config syntax, and one clear line for every invalid value.
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/config.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using pa::Config;
+using pa::ConfigError;
+using pa::ConfigInputs;
+using pa::ConfigSource;
+using pa::load_config;
+
+// A private temporary folder, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "pa-config-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string write(const std::string& name, const std::string& content) const {
+    const fs::path file = path_ / name;
+    std::ofstream(file, std::ios::binary) << content;
+    return file.string();
+  }
+  std::string path(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// Sets or unsets one process environment variable for a test's lifetime.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// The error line load_config gives for these inputs, or "" when it succeeds.
+std::string error_of(const ConfigInputs& inputs) {
+  try {
+    load_config(inputs);
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+ConfigInputs with_flag(const std::string& name, const std::string& value) {
+  ConfigInputs inputs;
+  inputs.flags[name] = value;
+  return inputs;
+}
+
+TEST(ConfigVariables, FollowTheSpecOrderWithLongFlags) {
+  const auto& variables = pa::config_variables();
+  ASSERT_EQ(variables.size(), 32u);
+  EXPECT_STREQ(variables.front().env, "MQTT_BROKER_URL");
+  EXPECT_STREQ(variables.front().flag, "--broker-url");
+  EXPECT_STREQ(variables[1].env, "MQTT_HOST");
+  EXPECT_STREQ(variables[1].flag, "--mqtt-host");
+  EXPECT_STREQ(variables[1].help, "broker host (default localhost)");
+  EXPECT_STREQ(variables.back().env, "LOG_LEVEL");
+  EXPECT_STREQ(variables.back().flag, "--log-level");
+  for (const auto& variable : variables) {
+    EXPECT_EQ(variable.secret, std::string(variable.env) == "MQTT_PASSWORD") << variable.env;
+    EXPECT_EQ(std::string(variable.flag).rfind("--", 0), 0u) << variable.env;
+    EXPECT_NE(std::string(variable.help).find("(default"), std::string::npos) << variable.env;
+  }
+  const auto keys_dir = std::find_if(variables.begin(), variables.end(), [](const auto& v) {
+    return std::string(v.env) == "PROVISION_KEYS_DIR";
+  });
+  ASSERT_NE(keys_dir, variables.end());
+  EXPECT_STREQ(keys_dir->flag, "--keys-dir");
+}
+
+TEST(ConfigLoad, DefaultsWhenNothingIsGiven) {
+  ScopedEnv state("STATE_DIRECTORY", nullptr);
+  const Config config = load_config({});
+  EXPECT_EQ(config.mqtt_host, "localhost");
+  EXPECT_EQ(config.mqtt_port, 1883);
+  EXPECT_FALSE(config.mqtt_use_tls);
+  EXPECT_FALSE(config.mqtt_user);
+  EXPECT_FALSE(config.mqtt_password);
+  EXPECT_EQ(config.mqtt_keepalive, 60);
+  EXPECT_EQ(config.mqtt_protocol, pa::MqttProtocol::v311);
+  EXPECT_EQ(config.mqtt_client_id.rfind("provision-agent-", 0), 0u);
+  EXPECT_EQ(config.provision_topic_base, "provision");
+  EXPECT_EQ(config.keys_topic_base, "keys");
+  EXPECT_EQ(config.keys_dir, (fs::current_path() / "sensor_keys").string());
+  EXPECT_FALSE(config.plugin_dir.empty());
+  EXPECT_EQ(config.key_type, pa::keystore::KeyType::rsa2048);
+  EXPECT_GE(config.workers, 1);
+  EXPECT_EQ(config.queue_max, 1024);
+  EXPECT_EQ(config.max_payload, 65536);
+  EXPECT_EQ(config.e2ee_policy, pa::E2eePolicy::destructive);
+  EXPECT_EQ(config.max_skew, 300);
+  EXPECT_EQ(config.devices, std::vector<std::string>{"*"});
+  EXPECT_TRUE(config.retain_keys);
+  EXPECT_EQ(config.key_format, pa::KeyFormat::json);
+  EXPECT_EQ(config.log_level, pa::LogLevel::info);
+
+  ASSERT_EQ(config.entries.size(), pa::config_variables().size());
+  const auto& host = config.entries.at("MQTT_HOST");
+  EXPECT_FALSE(host.set);
+  EXPECT_EQ(host.source, ConfigSource::default_value);
+  EXPECT_EQ(host.value, "localhost");
+  EXPECT_EQ(config.entries.at("MQTT_PORT").value, "1883");
+  EXPECT_EQ(config.entries.at("PROVISION_WORKERS").value, std::to_string(config.workers));
+  EXPECT_EQ(config.entries.at("MQTT_CLIENT_ID").value, config.mqtt_client_id);
+  EXPECT_EQ(config.entries.at("MQTT_USER").value, "");
+  EXPECT_FALSE(config.entries.at("MQTT_USER").set);
+}
+
+TEST(ConfigSources, EachSourceAloneSetsTheValue) {
+  TempDir dir;
+  {
+    const Config config = load_config(with_flag("MQTT_HOST", "flag.example"));
+    EXPECT_EQ(config.mqtt_host, "flag.example");
+    EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::flag);
+    EXPECT_TRUE(config.entries.at("MQTT_HOST").set);
+  }
+  {
+    ConfigInputs inputs;
+    inputs.environment["MQTT_HOST"] = "env.example";
+    const Config config = load_config(inputs);
+    EXPECT_EQ(config.mqtt_host, "env.example");
+    EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::environment);
+  }
+  {
+    ConfigInputs inputs;
+    inputs.env_file = dir.write("agent.env", "MQTT_HOST=file.example\n");
+    const Config config = load_config(inputs);
+    EXPECT_EQ(config.mqtt_host, "file.example");
+    EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::env_file);
+  }
+  {
+    const std::string json =
+        dir.write("broker.json", R"({"mqtt":{"brokerConfig":{"host":"json.example"}}})");
+    const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
+    EXPECT_EQ(config.mqtt_host, "json.example");
+    EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::broker_config);
+  }
+}
+
+TEST(ConfigPrecedence, FlagThenEnvironmentThenEnvFileThenBrokerConfigThenDefault) {
+  TempDir dir;
+  const std::string json = dir.write("broker.json", R"({"mqtt":{"brokerConfig":{"port":1001}}})");
+  ConfigInputs inputs;
+  inputs.flags["MQTT_PORT"] = "1004";
+  inputs.environment["MQTT_PORT"] = "1003";
+  inputs.environment["MQTT_BROKER_CONFIG"] = json;
+  inputs.env_file = dir.write("agent.env", "MQTT_PORT=1002\n");
+
+  auto port_and_source = [](const ConfigInputs& in) {
+    const Config config = load_config(in);
+    return std::pair{config.mqtt_port, config.entries.at("MQTT_PORT").source};
+  };
+  EXPECT_EQ(port_and_source(inputs), std::pair(1004, ConfigSource::flag));
+  inputs.flags.clear();
+  EXPECT_EQ(port_and_source(inputs), std::pair(1003, ConfigSource::environment));
+  inputs.environment.erase("MQTT_PORT");
+  EXPECT_EQ(port_and_source(inputs), std::pair(1002, ConfigSource::env_file));
+  inputs.env_file.reset();
+  EXPECT_EQ(port_and_source(inputs), std::pair(1001, ConfigSource::broker_config));
+  inputs.environment.clear();
+  EXPECT_EQ(port_and_source(inputs), std::pair(1883, ConfigSource::default_value));
+}
+
+TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesExportAndSpaces) {
+  TempDir dir;
+  const std::string path = dir.write("agent.env",
+                                     "# provision-agent settings\n"
+                                     "; another comment\n"
+                                     "\n"
+                                     "   \n"
+                                     "MQTT_HOST=broker.local\n"
+                                     "  MQTT_USER  =  alice  \n"
+                                     "export MQTT_PORT=1884\n"
+                                     "MQTT_PASSWORD='se=cret # not a comment'\n"
+                                     "LOG_LEVEL=\"de\\\"bug\\\\x\\nz\"\n"
+                                     "EMPTY=\n"
+                                     "SINGLE=' spaced '\r\n"
+                                     "OTHER_SERVICE=kept\n"
+                                     "LAST=no-newline");
+  const auto values = pa::parse_env_file(path);
+  EXPECT_EQ(values.at("MQTT_HOST"), "broker.local");
+  EXPECT_EQ(values.at("MQTT_USER"), "alice");
+  EXPECT_EQ(values.at("MQTT_PORT"), "1884");
+  EXPECT_EQ(values.at("MQTT_PASSWORD"), "se=cret # not a comment");
+  EXPECT_EQ(values.at("LOG_LEVEL"), "de\"bug\\x\nz");
+  EXPECT_EQ(values.at("EMPTY"), "");
+  EXPECT_EQ(values.at("SINGLE"), " spaced ");
+  EXPECT_EQ(values.at("OTHER_SERVICE"), "kept");
+  EXPECT_EQ(values.at("LAST"), "no-newline");
+  EXPECT_EQ(values.size(), 9u);
+}
+
+TEST(ConfigEnvFile, BadLineNamesTheFileAndLineNumber) {
+  TempDir dir;
+  const std::string path = dir.write("agent.env", "# ok\nMQTT_HOST=a\nthis is not an assignment\n");
+  try {
+    pa::parse_env_file(path);
+    FAIL() << "no ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(std::string(error.what()),
+              "invalid env file " + path + " line 3: expected KEY=VALUE");
+  }
+  ConfigInputs inputs;
+  inputs.env_file = path;
+  EXPECT_NE(error_of(inputs).find(path + " line 3"), std::string::npos);
+
+  const std::string quote = dir.write("quote.env", "A=1\nMQTT_HOST=\"unterminated\n");
+  EXPECT_THROW(pa::parse_env_file(quote), ConfigError);
+  const std::string bad_key = dir.write("key.env", "MY KEY=1\n");
+  EXPECT_THROW(pa::parse_env_file(bad_key), ConfigError);
+}
+
+TEST(ConfigEnvFile, UnreadableFileIsAConfigError) {
+  TempDir dir;
+  ConfigInputs inputs;
+  inputs.env_file = dir.path("missing.env");
+  const std::string error = error_of(inputs);
+  EXPECT_NE(error.find(dir.path("missing.env")), std::string::npos) << error;
+  EXPECT_NE(error.find("cannot read"), std::string::npos) << error;
+}
+
+TEST(ConfigEnvFile, UnknownKeysAreIgnoredByLoadConfig) {
+  ScopedEnv state("STATE_DIRECTORY", nullptr);
+  TempDir dir;
+  ConfigInputs inputs;
+  inputs.env_file = dir.write("agent.env", "STATE_DIRECTORY=/nowhere\nSOMETHING_ELSE=1\n");
+  const Config config = load_config(inputs);
+  EXPECT_EQ(config.keys_dir, (fs::current_path() / "sensor_keys").string());
+  EXPECT_EQ(config.entries.count("SOMETHING_ELSE"), 0u);
+}
+
+TEST(ConfigBrokerConfig, WrappedProvisioningResponse) {
+  TempDir dir;
+  const std::string json = dir.write("broker.json", R"({
+    "mqtt": {
+      "username": "device_abc123",
+      "password": "secure_password",
+      "broker": "mqtt://ignored.example:1883",
+      "brokerConfig": {
+        "protocol": "mqtt", "host": "mqtt.example.com", "port": 5883, "useTls": false,
+        "verifyCertificate": true, "clientIdPrefix": "zemfyre", "keepAlive": 30,
+        "cleanSession": true, "reconnectPeriod": 1000, "connectTimeout": 30000
+      },
+      "topics": {"publish": ["iot/device/abc123/#"], "subscribe": ["iot/device/abc123/#"]}
+    }
+  })");
+  const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
+  EXPECT_EQ(config.mqtt_user, "device_abc123");
+  EXPECT_EQ(config.mqtt_password, "secure_password");
+  EXPECT_EQ(config.mqtt_host, "mqtt.example.com");  // explicit host beats the URL's (same rank)
+  EXPECT_EQ(config.mqtt_port, 5883);
+  EXPECT_FALSE(config.mqtt_use_tls);
+  EXPECT_FALSE(config.mqtt_tls_insecure);
+  EXPECT_EQ(config.mqtt_keepalive, 30);
+  EXPECT_EQ(config.mqtt_client_id.rfind("zemfyre-", 0), 0u) << config.mqtt_client_id;
+  EXPECT_FALSE(config.inline_ca_pem);
+  EXPECT_EQ(config.entries.at("MQTT_USER").source, ConfigSource::broker_config);
+  EXPECT_EQ(config.entries.at("MQTT_CLIENT_ID").source, ConfigSource::broker_config);
+  EXPECT_EQ(config.entries.at("MQTT_BROKER_CONFIG").source, ConfigSource::flag);
+}
+
+TEST(ConfigBrokerConfig, BareMqttObjectWithMqttsImpliesTlsAndPort8883) {
+  TempDir dir;
+  const std::string json =
+      dir.write("broker.json", R"({"broker":"mqtts://secure.example","username":"u"})");
+  const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
+  EXPECT_EQ(config.mqtt_host, "secure.example");
+  EXPECT_TRUE(config.mqtt_use_tls);
+  EXPECT_EQ(config.mqtt_port, 8883);
+  EXPECT_EQ(config.entries.at("MQTT_PORT").value, "8883");
+  EXPECT_EQ(config.mqtt_user, "u");
+
+  const std::string protocol_only = dir.write(
+      "protocol.json", R"({"mqtt":{"brokerConfig":{"protocol":"mqtts","host":"h.example"}}})");
+  const Config from_protocol = load_config(with_flag("MQTT_BROKER_CONFIG", protocol_only));
+  EXPECT_TRUE(from_protocol.mqtt_use_tls);
+  EXPECT_EQ(from_protocol.mqtt_port, 8883);
+}
+
+TEST(ConfigBrokerConfig, InlineCaCertAndVerifyCertificateFalse) {
+  TempDir dir;
+  const std::string pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const std::string json = dir.write(
+      "broker.json",
+      R"({"mqtt":{"brokerConfig":{"useTls":true,"verifyCertificate":false,"caCert":")" +
+          std::string("-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n") +
+          R"("}}})");
+  const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
+  EXPECT_TRUE(config.mqtt_use_tls);
+  EXPECT_TRUE(config.mqtt_tls_insecure);
+  EXPECT_EQ(config.entries.at("MQTT_TLS_INSECURE").source, ConfigSource::broker_config);
+  EXPECT_EQ(config.inline_ca_pem, pem);
+  EXPECT_FALSE(config.mqtt_ca_certs);
+  const auto lines = pa::describe_config(config);
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "MQTT_CA_CERTS=(inline caCert) (broker-config)"),
+            lines.end());
+
+  // An explicit CA file is stronger than the inline certificate.
+  ConfigInputs inputs = with_flag("MQTT_BROKER_CONFIG", json);
+  inputs.environment["MQTT_CA_CERTS"] = dir.write("ca.pem", pem);
+  const Config with_file = load_config(inputs);
+  EXPECT_EQ(with_file.mqtt_ca_certs, dir.path("ca.pem"));
+  EXPECT_FALSE(with_file.inline_ca_pem);
+}
+
+TEST(ConfigBrokerConfig, MalformedJsonAndWrongTypesNameTheFile) {
+  TempDir dir;
+  const std::string malformed = dir.write("bad.json", R"({"mqtt": {"broker": )");
+  std::string error = error_of(with_flag("MQTT_BROKER_CONFIG", malformed));
+  EXPECT_NE(error.find("MQTT_BROKER_CONFIG=\"" + malformed + "\""), std::string::npos) << error;
+  EXPECT_NE(error.find("malformed JSON"), std::string::npos) << error;
+
+  const std::string wrong_type =
+      dir.write("type.json", R"({"mqtt":{"brokerConfig":{"port":"8883"}}})");
+  error = error_of(with_flag("MQTT_BROKER_CONFIG", wrong_type));
+  EXPECT_NE(error.find("MQTT_BROKER_CONFIG=\"" + wrong_type + "\""), std::string::npos) << error;
+  EXPECT_NE(error.find("brokerConfig.port"), std::string::npos) << error;
+
+  const std::string not_object = dir.write("array.json", "[1,2]");
+  EXPECT_NE(error_of(with_flag("MQTT_BROKER_CONFIG", not_object)).find("MQTT_BROKER_CONFIG"),
+            std::string::npos);
+  const std::string missing = dir.path("missing.json");
+  EXPECT_NE(error_of(with_flag("MQTT_BROKER_CONFIG", missing)).find(missing), std::string::npos);
+}
+
+TEST(ConfigBrokerUrl, ExpandsIntoHostPortAndTls) {
+  Config config = load_config(with_flag("MQTT_BROKER_URL", "mqtts://broker.example:9883"));
+  EXPECT_EQ(config.mqtt_host, "broker.example");
+  EXPECT_EQ(config.mqtt_port, 9883);
+  EXPECT_TRUE(config.mqtt_use_tls);
+  EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::flag);
+  EXPECT_EQ(config.entries.at("MQTT_USE_TLS").value, "true");
+
+  config = load_config(with_flag("MQTT_BROKER_URL", "mqtts://broker.example"));
+  EXPECT_EQ(config.mqtt_port, 8883);
+  config = load_config(with_flag("MQTT_BROKER_URL", "mqtt://broker.example/"));
+  EXPECT_EQ(config.mqtt_port, 1883);
+  EXPECT_FALSE(config.mqtt_use_tls);
+  config = load_config(with_flag("MQTT_BROKER_URL", "mqtt://[::1]:1999"));
+  EXPECT_EQ(config.mqtt_host, "::1");
+  EXPECT_EQ(config.mqtt_port, 1999);
+}
+
+TEST(ConfigBrokerUrl, ExplicitValuesOfSameOrStrongerSourceWin) {
+  ConfigInputs inputs;
+  inputs.environment["MQTT_BROKER_URL"] = "mqtt://url.example:1111";
+  inputs.environment["MQTT_PORT"] = "2222";  // same source: explicit wins
+  Config config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_host, "url.example");
+  EXPECT_EQ(config.mqtt_port, 2222);
+
+  inputs.flags["MQTT_HOST"] = "flag.example";  // stronger source wins
+  inputs.flags["MQTT_USE_TLS"] = "yes";
+  config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_host, "flag.example");
+  EXPECT_TRUE(config.mqtt_use_tls);
+  EXPECT_EQ(config.mqtt_port, 2222);
+
+  // A weaker explicit port loses to the URL's.
+  TempDir dir;
+  inputs = {};
+  inputs.env_file = dir.write("agent.env", "MQTT_PORT=3333\nMQTT_HOST=file.example\n");
+  inputs.flags["MQTT_BROKER_URL"] = "mqtt://url.example:1111";
+  config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_host, "url.example");
+  EXPECT_EQ(config.mqtt_port, 1111);
+}
+
+// Every invalid value stops start-up with a line naming the variable and the value.
+struct InvalidCase {
+  const char* name;
+  const char* value;
+};
+
+class ConfigInvalidValue : public ::testing::TestWithParam<InvalidCase> {};
+
+TEST_P(ConfigInvalidValue, NamesTheVariableAndTheValue) {
+  const InvalidCase& c = GetParam();
+  const std::string error = error_of(with_flag(c.name, c.value));
+  ASSERT_FALSE(error.empty()) << c.name << "=" << c.value << " was accepted";
+  EXPECT_EQ(error.rfind(std::string("invalid ") + c.name + "=\"" + c.value + "\": ", 0), 0u)
+      << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ConfigValues, ConfigInvalidValue,
+    ::testing::Values(
+        InvalidCase{"MQTT_PORT", "abc"}, InvalidCase{"MQTT_PORT", "0"},
+        InvalidCase{"MQTT_PORT", "70000"}, InvalidCase{"MQTT_PORT", "12abc"},
+        InvalidCase{"MQTT_PORT", ""}, InvalidCase{"MQTT_USE_TLS", "maybe"},
+        InvalidCase{"MQTT_TLS_INSECURE", "2"}, InvalidCase{"PROVISION_RETAIN_KEYS", "sometimes"},
+        InvalidCase{"MQTT_CA_CERTS", "/nonexistent/ca.pem"},
+        InvalidCase{"MQTT_PASSWORD_FILE", "/nonexistent/password"},
+        InvalidCase{"PROVISION_SERVER_PUBKEY", "/nonexistent/server.pem"},
+        InvalidCase{"PROVISION_KEY_TYPE", "rsa-1024"},
+        InvalidCase{"PROVISION_E2EE_POLICY", "sometimes"}, InvalidCase{"LOG_LEVEL", "verbose"},
+        InvalidCase{"MQTT_PROTOCOL", "4"}, InvalidCase{"MQTT_BROKER_URL", "http://x"},
+        InvalidCase{"MQTT_BROKER_URL", "mqtt://"}, InvalidCase{"MQTT_BROKER_URL", "mqtt://h:0"},
+        InvalidCase{"MQTT_BROKER_URL", "mqtt://h:port"}, InvalidCase{"MQTT_BROKER_URL", "broker"},
+        InvalidCase{"MQTT_KEEPALIVE", "4"}, InvalidCase{"PROVISION_WORKERS", "0"},
+        InvalidCase{"PROVISION_WORKERS", "257"}, InvalidCase{"PROVISION_QUEUE_MAX", "1000001"},
+        InvalidCase{"PROVISION_MAX_PAYLOAD", "255"},
+        InvalidCase{"PROVISION_MAX_PAYLOAD", "16777217"}, InvalidCase{"PROVISION_MAX_SKEW", "0"},
+        InvalidCase{"PROVISION_MAX_SKEW", "86401"}, InvalidCase{"PROVISION_KEY_FORMAT", "der"},
+        InvalidCase{"PROVISION_DEVICES", " , ,"}, InvalidCase{"MQTT_CLIENT_ID", "a/b"},
+        InvalidCase{"MQTT_CLIENT_ID", "a+b"}, InvalidCase{"MQTT_CLIENT_ID", ""},
+        InvalidCase{"MQTT_PROVISION_TOPIC_BASE", "/provision"},
+        InvalidCase{"MQTT_PROVISION_TOPIC_BASE", "prov/#"},
+        InvalidCase{"MQTT_KEYS_TOPIC_BASE", "keys/"}, InvalidCase{"MQTT_KEYS_TOPIC_BASE", ""},
+        InvalidCase{"MQTT_HOST", ""}, InvalidCase{"MQTT_HOST", "bad host"}));
+
+TEST(ConfigInvalid, ExactLineForANonNumericPort) {
+  ConfigInputs inputs;
+  inputs.environment["MQTT_PORT"] = "abc";
+  EXPECT_EQ(error_of(inputs), "invalid MQTT_PORT=\"abc\": expected an integer 1..65535");
+}
+
+TEST(ConfigInvalid, ValueFromTheEnvFileIsNamedToo) {
+  TempDir dir;
+  ConfigInputs inputs;
+  inputs.env_file = dir.write("agent.env", "MQTT_USE_TLS=maybe\n");
+  EXPECT_EQ(error_of(inputs).rfind("invalid MQTT_USE_TLS=\"maybe\": ", 0), 0u);
+}
+
+TEST(ConfigInvalid, LongClientIdIsRejected) {
+  const std::string id(129, 'a');
+  EXPECT_NE(error_of(with_flag("MQTT_CLIENT_ID", id)).find("MQTT_CLIENT_ID"), std::string::npos);
+  EXPECT_EQ(load_config(with_flag("MQTT_CLIENT_ID", std::string(128, 'a'))).mqtt_client_id.size(),
+            128u);
+}
+
+TEST(ConfigTypes, BooleanSpellings) {
+  for (const char* yes : {"true", "TRUE", "1", "yes", "Yes", "on", "ON"}) {
+    EXPECT_TRUE(load_config(with_flag("MQTT_USE_TLS", yes)).mqtt_use_tls) << yes;
+  }
+  for (const char* no : {"false", "False", "0", "no", "NO", "off", "Off"}) {
+    EXPECT_FALSE(load_config(with_flag("PROVISION_RETAIN_KEYS", no)).retain_keys) << no;
+  }
+}
+
+TEST(ConfigTypes, TlsChangesTheDefaultPort) {
+  const Config config = load_config(with_flag("MQTT_USE_TLS", "on"));
+  EXPECT_EQ(config.mqtt_port, 8883);
+  EXPECT_EQ(config.entries.at("MQTT_PORT").value, "8883");
+  EXPECT_EQ(config.entries.at("MQTT_PORT").source, ConfigSource::default_value);
+}
+
+TEST(ConfigTypes, EnumSpellings) {
+  EXPECT_EQ(load_config(with_flag("MQTT_PROTOCOL", "5")).mqtt_protocol, pa::MqttProtocol::v5);
+  EXPECT_EQ(load_config(with_flag("MQTT_PROTOCOL", "mqttv5")).mqtt_protocol, pa::MqttProtocol::v5);
+  EXPECT_EQ(load_config(with_flag("MQTT_PROTOCOL", "v5")).mqtt_protocol, pa::MqttProtocol::v5);
+  EXPECT_EQ(load_config(with_flag("MQTT_PROTOCOL", "311")).mqtt_protocol, pa::MqttProtocol::v311);
+  EXPECT_EQ(load_config(with_flag("MQTT_PROTOCOL", "mqttv311")).mqtt_protocol,
+            pa::MqttProtocol::v311);
+  EXPECT_EQ(load_config(with_flag("LOG_LEVEL", "warn")).log_level, pa::LogLevel::warning);
+  EXPECT_EQ(load_config(with_flag("LOG_LEVEL", "debug")).log_level, pa::LogLevel::debug);
+  EXPECT_EQ(load_config(with_flag("PROVISION_E2EE_POLICY", "all")).e2ee_policy,
+            pa::E2eePolicy::all);
+  EXPECT_EQ(load_config(with_flag("PROVISION_E2EE_POLICY", "off")).e2ee_policy,
+            pa::E2eePolicy::off);
+  EXPECT_EQ(load_config(with_flag("PROVISION_KEY_FORMAT", "pem")).key_format, pa::KeyFormat::pem);
+  EXPECT_EQ(load_config(with_flag("PROVISION_KEY_TYPE", "ed25519")).key_type,
+            pa::keystore::KeyType::ed25519);
+  EXPECT_EQ(load_config(with_flag("PROVISION_KEY_TYPE", "ec-p256")).key_type,
+            pa::keystore::KeyType::ec_p256);
+  EXPECT_EQ(load_config(with_flag("PROVISION_WORKERS", "256")).workers, 256);
+  EXPECT_EQ(load_config(with_flag("PROVISION_MAX_PAYLOAD", "16777216")).max_payload, 16777216);
+}
+
+TEST(ConfigTls, ClientCertificateAndKeyGoTogether) {
+  TempDir dir;
+  const std::string cert = dir.write("client.crt", "cert");
+  const std::string key = dir.write("client.key", "key");
+
+  std::string error = error_of(with_flag("MQTT_CERTFILE", cert));
+  EXPECT_EQ(error.rfind("invalid MQTT_CERTFILE=\"" + cert + "\": ", 0), 0u) << error;
+  EXPECT_NE(error.find("MQTT_KEYFILE"), std::string::npos) << error;
+  error = error_of(with_flag("MQTT_KEYFILE", key));
+  EXPECT_EQ(error.rfind("invalid MQTT_KEYFILE=\"" + key + "\": ", 0), 0u) << error;
+
+  ConfigInputs inputs;
+  inputs.flags["MQTT_CERTFILE"] = cert;
+  inputs.flags["MQTT_KEYFILE"] = key;
+  inputs.flags["MQTT_CA_CERTS"] = dir.write("ca.pem", "ca");
+  const Config config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_certfile, cert);
+  EXPECT_EQ(config.mqtt_keyfile, key);
+  EXPECT_EQ(config.mqtt_ca_certs, dir.path("ca.pem"));
+
+  // A folder is not a readable CA file.
+  error = error_of(with_flag("MQTT_CA_CERTS", dir.path("")));
+  EXPECT_NE(error.find("MQTT_CA_CERTS"), std::string::npos) << error;
+  EXPECT_NE(error.find("cannot read"), std::string::npos) << error;
+}
+
+TEST(ConfigPassword, FileWinsOverVariableAndLosesItsTrailingNewline) {
+  TempDir dir;
+  ConfigInputs inputs;
+  inputs.flags["MQTT_USER"] = "agent";
+  inputs.flags["MQTT_PASSWORD"] = "from-variable";
+  inputs.environment["MQTT_PASSWORD_FILE"] = dir.write("password", "from-file\r\n");
+  Config config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_password, "from-file");
+
+  inputs.environment.clear();
+  config = load_config(inputs);
+  EXPECT_EQ(config.mqtt_password, "from-variable");
+}
+
+TEST(ConfigPassword, PasswordNeedsAUser) {
+  const std::string error = error_of(with_flag("MQTT_PASSWORD", "s3cret"));
+  EXPECT_EQ(error.rfind("invalid MQTT_USER=\"\": ", 0), 0u) << error;
+  EXPECT_EQ(error.find("s3cret"), std::string::npos) << error;
+}
+
+TEST(ConfigDescribe, MasksThePasswordAndShowsSources) {
+  TempDir dir;
+  ScopedEnv state("STATE_DIRECTORY", nullptr);
+  ConfigInputs inputs;
+  inputs.flags["MQTT_HOST"] = "broker.local";
+  inputs.environment["MQTT_USER"] = "agent";
+  inputs.environment["MQTT_PASSWORD"] = "hunter2";
+  inputs.env_file = dir.write("agent.env", "LOG_LEVEL=debug\n");
+  inputs.environment["MQTT_PASSWORD_FILE"] = dir.write("password", "file-secret\n");
+  const Config config = load_config(inputs);
+  const auto lines = pa::describe_config(config);
+  ASSERT_EQ(lines.size(), pa::config_variables().size());
+
+  auto has = [&](const std::string& line) {
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  };
+  EXPECT_EQ(lines[0], "MQTT_BROKER_URL= (unset)");
+  EXPECT_EQ(lines[1], "MQTT_HOST=broker.local (flag)");
+  EXPECT_EQ(lines[2], "MQTT_PORT=1883 (default)");
+  EXPECT_TRUE(has("MQTT_USER=agent (environment)"));
+  EXPECT_TRUE(has("MQTT_PASSWORD=******** (environment)"));
+  EXPECT_TRUE(has("MQTT_PASSWORD_FILE=" + dir.path("password") + " (environment)"));
+  EXPECT_TRUE(has("LOG_LEVEL=debug (env-file)"));
+  EXPECT_TRUE(has("MQTT_CERTFILE= (unset)"));
+  EXPECT_TRUE(
+      has("PROVISION_KEYS_DIR=" + (fs::current_path() / "sensor_keys").string() + " (default)"));
+  for (const auto& line : lines) {
+    EXPECT_EQ(line.find("hunter2"), std::string::npos) << line;
+    EXPECT_EQ(line.find("file-secret"), std::string::npos) << line;
+  }
+}
+
+TEST(ConfigClientId, FromMachineIdFile) {
+  TempDir dir;
+  const std::string path = dir.write("machine-id", "0123456789ABCDEF0123456789abcdef\n");
+  EXPECT_EQ(pa::default_client_id(path), "provision-agent-0123456789ab");
+}
+
+TEST(ConfigClientId, HostNameWhenMachineIdIsMissingEmptyOrNotHex) {
+  TempDir dir;
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  const std::string expected = std::string("provision-agent-") + host;
+  EXPECT_EQ(pa::default_client_id(dir.path("missing")), expected);
+  EXPECT_EQ(pa::default_client_id(dir.write("empty", "")), expected);
+  EXPECT_EQ(pa::default_client_id(dir.write("uninitialized", "uninitialized\n")), expected);
+}
+
+TEST(ConfigDevices, ServesDeviceMatchesGlobs) {
+  const Config config = load_config(with_flag("PROVISION_DEVICES", " pH* , ec?1,, "));
+  EXPECT_EQ(config.devices, (std::vector<std::string>{"pH*", "ec?1"}));
+  EXPECT_TRUE(config.serves_device("pH01"));
+  EXPECT_TRUE(config.serves_device("pH"));
+  EXPECT_TRUE(config.serves_device("pH/a"));  // no FNM_PATHNAME
+  EXPECT_TRUE(config.serves_device("ec01"));
+  EXPECT_TRUE(config.serves_device("ecX1"));
+  EXPECT_FALSE(config.serves_device("ec001"));
+  EXPECT_FALSE(config.serves_device("temp01"));
+  EXPECT_FALSE(config.serves_device("ph01"));
+
+  EXPECT_TRUE(load_config({}).serves_device("anything"));
+}
+
+TEST(ConfigKeysDir, ResolutionOrder) {
+  TempDir dir;
+  ScopedEnv state("STATE_DIRECTORY", dir.path("state").c_str());
+  ConfigInputs inputs;
+  inputs.flags["PROVISION_KEYS_DIR"] = dir.path("keys");
+  inputs.environment["PROJECT_ROOT"] = dir.path("project");
+
+  Config config = load_config(inputs);
+  EXPECT_EQ(config.keys_dir, dir.path("keys"));
+  EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::flag);
+
+  inputs.flags.clear();
+  config = load_config(inputs);
+  EXPECT_EQ(config.keys_dir, dir.path("project") + "/sensor_keys");
+  EXPECT_EQ(config.project_root, dir.path("project"));
+  EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").value, config.keys_dir);
+  EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::environment);
+
+  inputs.environment.clear();
+  config = load_config(inputs);
+  EXPECT_EQ(config.keys_dir, dir.path("state") + "/sensor_keys");
+  EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::environment);
+
+  unsetenv("STATE_DIRECTORY");
+  config = load_config(inputs);
+  EXPECT_EQ(config.keys_dir, (fs::current_path() / "sensor_keys").string());
+  EXPECT_TRUE(fs::path(config.keys_dir).is_absolute());
+  EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::default_value);
+}
+
+TEST(ConfigEnvironment, ReadsOnlyConfigVariablesThatAreSet) {
+  ScopedEnv host("MQTT_HOST", "env.example");
+  ScopedEnv port("MQTT_PORT", nullptr);
+  ScopedEnv other("PA_CONFIG_TEST_UNRELATED", "x");
+  const auto values = pa::environment_variables();
+  EXPECT_EQ(values.at("MQTT_HOST"), "env.example");
+  EXPECT_EQ(values.count("MQTT_PORT"), 0u);
+  EXPECT_EQ(values.count("PA_CONFIG_TEST_UNRELATED"), 0u);
+}
+
+TEST(ConfigSourceNames, AsShownByTheConfigCommand) {
+  EXPECT_STREQ(pa::to_string(ConfigSource::default_value), "default");
+  EXPECT_STREQ(pa::to_string(ConfigSource::broker_config), "broker-config");
+  EXPECT_STREQ(pa::to_string(ConfigSource::env_file), "env-file");
+  EXPECT_STREQ(pa::to_string(ConfigSource::environment), "environment");
+  EXPECT_STREQ(pa::to_string(ConfigSource::flag), "flag");
+}
+
+}  // namespace

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages provision-agent needs to build, run and test, when missing.
+# Uses sudo only when not already root (as a Pi user runs it). Extra package names may be passed.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libmosquitto-dev libcrypto++-dev rapidjson-dev libcli11-dev libfmt-dev libsystemd-dev
+  libgtest-dev googletest
+  mosquitto mosquitto-clients openssl python3 python3-pycryptodome
+  "$@"
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+    missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+as_root=()
+[ "$(id -u)" -eq 0 ] || as_root=(sudo)
+echo "installing: ${missing[*]}"
+"${as_root[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
+  "${missing[@]}" >/dev/null
