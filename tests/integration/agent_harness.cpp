@@ -1,0 +1,144 @@
+#include "agent_harness.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <sys/stat.h>
+
+#include <csignal>
+
+#include <algorithm>
+#include <iostream>
+
+namespace pa::test {
+
+Agent::Agent(int port, std::map<std::string, std::string> env) {
+  client_id_ = unique_name("pa-it-agent-");
+  ::mkdir(root_.file("state").c_str(), 0700);
+  env_ = {
+      {"MQTT_HOST", "127.0.0.1"},
+      {"MQTT_PORT", std::to_string(port)},
+      {"MQTT_CLIENT_ID", client_id_},
+      {"PROVISION_KEYS_DIR", keys_dir()},
+      {"PROVISION_PLUGIN_DIR", PA_PLUGIN_BUILD_DIR},
+      {"PROVISION_KEY_TYPE", "ec-p256"},
+      {"PROVISION_E2EE_POLICY", "off"},
+      {"STATE_DIRECTORY", root_.file("state")},
+      {"LOG_LEVEL", "debug"},
+  };
+  for (auto& [name, value] : env) env_[name] = value;
+  client_id_ = env_["MQTT_CLIENT_ID"];
+}
+
+Agent::~Agent() {
+  if (process_ && process_->running()) process_->stop(5s);
+  if (::testing::Test::HasFailure()) {
+    std::cerr << "---- provision-agent log (" << client_id_ << ") ----\n"
+              << log() << "---- end of log ----\n";
+  }
+}
+
+void Agent::start() {
+  if (process_ && process_->running()) return;
+  ProcessOptions options;
+  options.env = env_;
+  options.clean_env = true;
+  options.log_file = logs_.file("agent.log");
+  options.working_dir = root_.file("state");
+  process_.emplace(std::vector<std::string>{PA_AGENT_BINARY, "run"}, options);
+}
+
+int Agent::stop(std::chrono::milliseconds timeout) {
+  if (!process_) return -1;
+  return process_->stop(timeout);
+}
+
+void Agent::kill() {
+  if (!process_) return;
+  process_->signal(SIGKILL);
+  process_->wait_exit(10s);
+}
+
+bool Agent::running() {
+  return process_ && process_->running();
+}
+
+std::optional<int> Agent::wait_exit(std::chrono::milliseconds timeout) {
+  if (!process_) return std::nullopt;
+  return process_->wait_exit(timeout);
+}
+
+std::string Agent::log() const {
+  return read_file(logs_.file("agent.log"));
+}
+
+std::string Agent::device_dir(const std::string& device, const std::string& user) const {
+  return user.empty() ? keys_dir() + "/" + device : keys_dir() + "/" + user + "/" + device;
+}
+
+std::unique_ptr<MqttClient> make_observer(int port, MqttClientOptions options) {
+  auto observer = std::make_unique<MqttClient>(port, std::move(options));
+  observer->subscribe("provision/+/response");
+  observer->subscribe("keys/+/public");
+  observer->subscribe("provision/agents/+/status");
+  return observer;
+}
+
+bool wait_online(MqttClient& observer, const Agent& agent, std::chrono::milliseconds timeout) {
+  return observer
+      .wait_for(agent.status_topic(), timeout,
+                [&](const Message& message) {
+                  auto json = parse_json(message.payload);
+                  return !json.HasParseError() && json_string(json, "status") == "online" &&
+                         json_string(json, "agent_id") == agent.client_id();
+                })
+      .has_value();
+}
+
+namespace {
+MqttClient::Predicate with_request_id(const std::string& request_id) {
+  return [request_id](const Message& message) {
+    auto json = parse_json(message.payload);
+    return !json.HasParseError() && json_string(json, "request_id") == request_id;
+  };
+}
+}  // namespace
+
+std::optional<Message> wait_response(MqttClient& observer, const std::string& device,
+                                     const std::string& request_id,
+                                     std::chrono::milliseconds timeout) {
+  return observer.wait_for("provision/" + device + "/response", timeout,
+                           with_request_id(request_id));
+}
+
+std::optional<Message> wait_key(MqttClient& observer, const std::string& device,
+                                const std::string& request_id, std::chrono::milliseconds timeout) {
+  return observer.wait_for("keys/" + device + "/public", timeout, with_request_id(request_id));
+}
+
+std::string openssl_fingerprint(const std::string& public_pem_path) {
+  auto result = run_command("openssl pkey -pubin -in " + shell_quote(public_pem_path) +
+                            " -outform DER | openssl dgst -sha256 -binary | openssl base64 -A");
+  if (result.exit_code != 0) return "openssl failed: " + result.output;
+  std::string base64 = result.output;
+  base64.erase(std::remove_if(base64.begin(), base64.end(),
+                              [](char c) { return c == '=' || c == '\n' || c == '\r'; }),
+               base64.end());
+  return "SHA256:" + base64;
+}
+
+std::string error_code(const rapidjson::Value& response) {
+  if (!response.IsObject()) return {};
+  auto error = response.FindMember("error");
+  if (error == response.MemberEnd()) return {};
+  return json_string(error->value, "code");
+}
+
+std::string json_quote(const std::string& text) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  return buffer.GetString();
+}
+
+}  // namespace pa::test

@@ -1,0 +1,83 @@
+// Runs the real provision-agent binary against a real mosquitto for the integration tests.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace pa::test {
+
+inline constexpr auto kOnlineTimeout = 15s;
+inline constexpr auto kResponseTimeout = 30s;
+
+// A provision-agent process with its own temporary root: <root>/sensor_keys is the key store,
+// <root>/state its state folder and working folder. The log lives outside the root so that the
+// root holds nothing but what the agent wrote. Stopped by PID in the destructor; when the test
+// failed, the agent's log is printed.
+class Agent {
+ public:
+  // `env` is added to (and overrides) the defaults: broker 127.0.0.1:port, a unique client id,
+  // the key store, the bundled plugins, ec-p256 keys, E2EE policy off.
+  Agent(int port, std::map<std::string, std::string> env = {});
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Removes a variable from the agent's environment (before start()), e.g. to get its default.
+  void unset_env(const std::string& name) { env_.erase(name); }
+  void start();
+  // SIGTERM and a bounded wait; the exit status.
+  int stop(std::chrono::milliseconds timeout = 15s);
+  // SIGKILL and reap: a crash or power cut as the broker sees it.
+  void kill();
+  bool running();
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  std::string log() const;
+
+  const std::string& client_id() const { return client_id_; }
+  const std::string& root() const { return root_.path(); }
+  std::string keys_dir() const { return root_.file("sensor_keys"); }
+  // <keys>/<user>/<device> or <keys>/<device> without a user.
+  std::string device_dir(const std::string& device, const std::string& user = {}) const;
+  std::string status_topic() const { return "provision/agents/" + client_id_ + "/status"; }
+
+ private:
+  TempDir root_;
+  TempDir logs_;
+  std::map<std::string, std::string> env_;
+  std::string client_id_;
+  std::optional<Process> process_;
+};
+
+// A test client subscribed to responses, public keys and agent status messages.
+std::unique_ptr<MqttClient> make_observer(int port, MqttClientOptions options = {});
+
+// Waits for the agent's retained/live {"status":"online","agent_id":<client id>} message.
+bool wait_online(MqttClient& observer, const Agent& agent,
+                 std::chrono::milliseconds timeout = kOnlineTimeout);
+
+// The response on provision/<device>/response with this request_id.
+std::optional<Message> wait_response(MqttClient& observer, const std::string& device,
+                                     const std::string& request_id,
+                                     std::chrono::milliseconds timeout = kResponseTimeout);
+// The published key on keys/<device>/public with this request_id.
+std::optional<Message> wait_key(MqttClient& observer, const std::string& device,
+                                const std::string& request_id,
+                                std::chrono::milliseconds timeout = kResponseTimeout);
+
+// "SHA256:" + unpadded base64 of the SHA-256 of the DER of a public key PEM file, computed with
+// the openssl CLI.
+std::string openssl_fingerprint(const std::string& public_pem_path);
+
+// error.code of a response ("" when absent).
+std::string error_code(const rapidjson::Value& response);
+
+// A JSON string literal for `text` (quotes and escapes).
+std::string json_quote(const std::string& text);
+
+}  // namespace pa::test
