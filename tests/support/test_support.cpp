@@ -49,6 +49,26 @@ std::string mosquitto_error(int rc) {
   return mosquitto_strerror(rc);
 }
 
+// Gives the owner read, write and search on `folder` and on every folder below it (symlinks are
+// not followed), so that what a test left at 0000 or 0500 can be removed.
+void make_owner_accessible(const fs::path& folder) {
+  std::error_code ignored;
+  fs::permissions(folder, fs::perms::owner_all, fs::perm_options::add, ignored);
+  std::error_code error;
+  for (fs::directory_iterator it(folder, error), end; !error && it != end; it.increment(error)) {
+    std::error_code status_error;
+    if (it->symlink_status(status_error).type() == fs::file_type::directory) {
+      make_owner_accessible(it->path());
+    }
+  }
+}
+
+void remove_tree(const std::string& path) {
+  make_owner_accessible(path);
+  std::error_code ignored;
+  fs::remove_all(path, ignored);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -66,8 +86,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   if (path_.empty()) return;
-  std::error_code ignored;
-  fs::remove_all(path_, ignored);
+  remove_tree(path_);
 }
 
 TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) {
@@ -76,10 +95,7 @@ TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) {
 
 TempDir& TempDir::operator=(TempDir&& other) noexcept {
   if (this != &other) {
-    if (!path_.empty()) {
-      std::error_code ignored;
-      fs::remove_all(path_, ignored);
-    }
+    if (!path_.empty()) remove_tree(path_);
     path_ = std::move(other.path_);
     other.path_.clear();
   }

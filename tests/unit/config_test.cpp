@@ -5,14 +5,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "agent/config.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -22,32 +23,15 @@ using pa::ConfigError;
 using pa::ConfigInputs;
 using pa::ConfigSource;
 using pa::load_config;
+namespace test = pa::test;
 
-// A private temporary folder, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "pa-config-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const std::string& content) const {
-    const fs::path file = path_ / name;
-    std::ofstream(file, std::ios::binary) << content;
-    return file.string();
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+// Writes `content` to `name` in `dir` and returns the file's path.
+std::string write_in(const test::TempDir& dir, const std::string& name,
+                     const std::string& content) {
+  const std::string path = dir.file(name);
+  test::write_file(path, content);
+  return path;
+}
 
 // Sets or unsets one process environment variable for a test's lifetime.
 class ScopedEnv {
@@ -152,7 +136,7 @@ TEST(ConfigLoad, DefaultsWhenNothingIsGiven) {
 }
 
 TEST(ConfigSources, EachSourceAloneSetsTheValue) {
-  TempDir dir;
+  test::TempDir dir;
   {
     const Config config = load_config(with_flag("MQTT_HOST", "flag.example"));
     EXPECT_EQ(config.mqtt_host, "flag.example");
@@ -168,14 +152,14 @@ TEST(ConfigSources, EachSourceAloneSetsTheValue) {
   }
   {
     ConfigInputs inputs;
-    inputs.env_file = dir.write("agent.env", "MQTT_HOST=file.example\n");
+    inputs.env_file = write_in(dir, "agent.env", "MQTT_HOST=file.example\n");
     const Config config = load_config(inputs);
     EXPECT_EQ(config.mqtt_host, "file.example");
     EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::env_file);
   }
   {
     const std::string json =
-        dir.write("broker.json", R"({"mqtt":{"brokerConfig":{"host":"json.example"}}})");
+        write_in(dir, "broker.json", R"({"mqtt":{"brokerConfig":{"host":"json.example"}}})");
     const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
     EXPECT_EQ(config.mqtt_host, "json.example");
     EXPECT_EQ(config.entries.at("MQTT_HOST").source, ConfigSource::broker_config);
@@ -183,13 +167,14 @@ TEST(ConfigSources, EachSourceAloneSetsTheValue) {
 }
 
 TEST(ConfigPrecedence, FlagThenEnvironmentThenEnvFileThenBrokerConfigThenDefault) {
-  TempDir dir;
-  const std::string json = dir.write("broker.json", R"({"mqtt":{"brokerConfig":{"port":1001}}})");
+  test::TempDir dir;
+  const std::string json =
+      write_in(dir, "broker.json", R"({"mqtt":{"brokerConfig":{"port":1001}}})");
   ConfigInputs inputs;
   inputs.flags["MQTT_PORT"] = "1004";
   inputs.environment["MQTT_PORT"] = "1003";
   inputs.environment["MQTT_BROKER_CONFIG"] = json;
-  inputs.env_file = dir.write("agent.env", "MQTT_PORT=1002\n");
+  inputs.env_file = write_in(dir, "agent.env", "MQTT_PORT=1002\n");
 
   auto port_and_source = [](const ConfigInputs& in) {
     const Config config = load_config(in);
@@ -207,21 +192,21 @@ TEST(ConfigPrecedence, FlagThenEnvironmentThenEnvFileThenBrokerConfigThenDefault
 }
 
 TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesExportAndSpaces) {
-  TempDir dir;
-  const std::string path = dir.write("agent.env",
-                                     "# provision-agent settings\n"
-                                     "; another comment\n"
-                                     "\n"
-                                     "   \n"
-                                     "MQTT_HOST=broker.local\n"
-                                     "  MQTT_USER  =  alice  \n"
-                                     "export MQTT_PORT=1884\n"
-                                     "MQTT_PASSWORD='se=cret # not a comment'\n"
-                                     "LOG_LEVEL=\"de\\\"bug\\\\x\\nz\"\n"
-                                     "EMPTY=\n"
-                                     "SINGLE=' spaced '\r\n"
-                                     "OTHER_SERVICE=kept\n"
-                                     "LAST=no-newline");
+  test::TempDir dir;
+  const std::string path = write_in(dir, "agent.env",
+                                    "# provision-agent settings\n"
+                                    "; another comment\n"
+                                    "\n"
+                                    "   \n"
+                                    "MQTT_HOST=broker.local\n"
+                                    "  MQTT_USER  =  alice  \n"
+                                    "export MQTT_PORT=1884\n"
+                                    "MQTT_PASSWORD='se=cret # not a comment'\n"
+                                    "LOG_LEVEL=\"de\\\"bug\\\\x\\nz\"\n"
+                                    "EMPTY=\n"
+                                    "SINGLE=' spaced '\r\n"
+                                    "OTHER_SERVICE=kept\n"
+                                    "LAST=no-newline");
   const auto values = pa::parse_env_file(path);
   EXPECT_EQ(values.at("MQTT_HOST"), "broker.local");
   EXPECT_EQ(values.at("MQTT_USER"), "alice");
@@ -236,8 +221,9 @@ TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesExportAndSpaces) {
 }
 
 TEST(ConfigEnvFile, BadLineNamesTheFileAndLineNumber) {
-  TempDir dir;
-  const std::string path = dir.write("agent.env", "# ok\nMQTT_HOST=a\nthis is not an assignment\n");
+  test::TempDir dir;
+  const std::string path =
+      write_in(dir, "agent.env", "# ok\nMQTT_HOST=a\nthis is not an assignment\n");
   try {
     pa::parse_env_file(path);
     FAIL() << "no ConfigError";
@@ -249,34 +235,34 @@ TEST(ConfigEnvFile, BadLineNamesTheFileAndLineNumber) {
   inputs.env_file = path;
   EXPECT_NE(error_of(inputs).find(path + " line 3"), std::string::npos);
 
-  const std::string quote = dir.write("quote.env", "A=1\nMQTT_HOST=\"unterminated\n");
+  const std::string quote = write_in(dir, "quote.env", "A=1\nMQTT_HOST=\"unterminated\n");
   EXPECT_THROW(pa::parse_env_file(quote), ConfigError);
-  const std::string bad_key = dir.write("key.env", "MY KEY=1\n");
+  const std::string bad_key = write_in(dir, "key.env", "MY KEY=1\n");
   EXPECT_THROW(pa::parse_env_file(bad_key), ConfigError);
 }
 
 TEST(ConfigEnvFile, UnreadableFileIsAConfigError) {
-  TempDir dir;
+  test::TempDir dir;
   ConfigInputs inputs;
-  inputs.env_file = dir.path("missing.env");
+  inputs.env_file = dir.file("missing.env");
   const std::string error = error_of(inputs);
-  EXPECT_NE(error.find(dir.path("missing.env")), std::string::npos) << error;
+  EXPECT_NE(error.find(dir.file("missing.env")), std::string::npos) << error;
   EXPECT_NE(error.find("cannot read"), std::string::npos) << error;
 }
 
 TEST(ConfigEnvFile, UnknownKeysAreIgnoredByLoadConfig) {
   ScopedEnv state("STATE_DIRECTORY", nullptr);
-  TempDir dir;
+  test::TempDir dir;
   ConfigInputs inputs;
-  inputs.env_file = dir.write("agent.env", "STATE_DIRECTORY=/nowhere\nSOMETHING_ELSE=1\n");
+  inputs.env_file = write_in(dir, "agent.env", "STATE_DIRECTORY=/nowhere\nSOMETHING_ELSE=1\n");
   const Config config = load_config(inputs);
   EXPECT_EQ(config.keys_dir, (fs::current_path() / "sensor_keys").string());
   EXPECT_EQ(config.entries.count("SOMETHING_ELSE"), 0u);
 }
 
 TEST(ConfigBrokerConfig, WrappedProvisioningResponse) {
-  TempDir dir;
-  const std::string json = dir.write("broker.json", R"({
+  test::TempDir dir;
+  const std::string json = write_in(dir, "broker.json", R"({
     "mqtt": {
       "username": "device_abc123",
       "password": "secure_password",
@@ -305,9 +291,9 @@ TEST(ConfigBrokerConfig, WrappedProvisioningResponse) {
 }
 
 TEST(ConfigBrokerConfig, BareMqttObjectWithMqttsImpliesTlsAndPort8883) {
-  TempDir dir;
+  test::TempDir dir;
   const std::string json =
-      dir.write("broker.json", R"({"broker":"mqtts://secure.example","username":"u"})");
+      write_in(dir, "broker.json", R"({"broker":"mqtts://secure.example","username":"u"})");
   const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", json));
   EXPECT_EQ(config.mqtt_host, "secure.example");
   EXPECT_TRUE(config.mqtt_use_tls);
@@ -315,18 +301,18 @@ TEST(ConfigBrokerConfig, BareMqttObjectWithMqttsImpliesTlsAndPort8883) {
   EXPECT_EQ(config.entries.at("MQTT_PORT").value, "8883");
   EXPECT_EQ(config.mqtt_user, "u");
 
-  const std::string protocol_only = dir.write(
-      "protocol.json", R"({"mqtt":{"brokerConfig":{"protocol":"mqtts","host":"h.example"}}})");
+  const std::string protocol_only = write_in(
+      dir, "protocol.json", R"({"mqtt":{"brokerConfig":{"protocol":"mqtts","host":"h.example"}}})");
   const Config from_protocol = load_config(with_flag("MQTT_BROKER_CONFIG", protocol_only));
   EXPECT_TRUE(from_protocol.mqtt_use_tls);
   EXPECT_EQ(from_protocol.mqtt_port, 8883);
 }
 
 TEST(ConfigBrokerConfig, InlineCaCertAndVerifyCertificateFalse) {
-  TempDir dir;
+  test::TempDir dir;
   const std::string pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-  const std::string json = dir.write(
-      "broker.json",
+  const std::string json = write_in(
+      dir, "broker.json",
       R"({"mqtt":{"brokerConfig":{"useTls":true,"verifyCertificate":false,"caCert":")" +
           std::string("-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n") +
           R"("}}})");
@@ -342,29 +328,29 @@ TEST(ConfigBrokerConfig, InlineCaCertAndVerifyCertificateFalse) {
 
   // An explicit CA file is stronger than the inline certificate.
   ConfigInputs inputs = with_flag("MQTT_BROKER_CONFIG", json);
-  inputs.environment["MQTT_CA_CERTS"] = dir.write("ca.pem", pem);
+  inputs.environment["MQTT_CA_CERTS"] = write_in(dir, "ca.pem", pem);
   const Config with_file = load_config(inputs);
-  EXPECT_EQ(with_file.mqtt_ca_certs, dir.path("ca.pem"));
+  EXPECT_EQ(with_file.mqtt_ca_certs, dir.file("ca.pem"));
   EXPECT_FALSE(with_file.inline_ca_pem);
 }
 
 TEST(ConfigBrokerConfig, MalformedJsonAndWrongTypesNameTheFile) {
-  TempDir dir;
-  const std::string malformed = dir.write("bad.json", R"({"mqtt": {"broker": )");
+  test::TempDir dir;
+  const std::string malformed = write_in(dir, "bad.json", R"({"mqtt": {"broker": )");
   std::string error = error_of(with_flag("MQTT_BROKER_CONFIG", malformed));
   EXPECT_NE(error.find("MQTT_BROKER_CONFIG=\"" + malformed + "\""), std::string::npos) << error;
   EXPECT_NE(error.find("malformed JSON"), std::string::npos) << error;
 
   const std::string wrong_type =
-      dir.write("type.json", R"({"mqtt":{"brokerConfig":{"port":"8883"}}})");
+      write_in(dir, "type.json", R"({"mqtt":{"brokerConfig":{"port":"8883"}}})");
   error = error_of(with_flag("MQTT_BROKER_CONFIG", wrong_type));
   EXPECT_NE(error.find("MQTT_BROKER_CONFIG=\"" + wrong_type + "\""), std::string::npos) << error;
   EXPECT_NE(error.find("brokerConfig.port"), std::string::npos) << error;
 
-  const std::string not_object = dir.write("array.json", "[1,2]");
+  const std::string not_object = write_in(dir, "array.json", "[1,2]");
   EXPECT_NE(error_of(with_flag("MQTT_BROKER_CONFIG", not_object)).find("MQTT_BROKER_CONFIG"),
             std::string::npos);
-  const std::string missing = dir.path("missing.json");
+  const std::string missing = dir.file("missing.json");
   EXPECT_NE(error_of(with_flag("MQTT_BROKER_CONFIG", missing)).find(missing), std::string::npos);
 }
 
@@ -402,9 +388,9 @@ TEST(ConfigBrokerUrl, ExplicitValuesOfSameOrStrongerSourceWin) {
   EXPECT_EQ(config.mqtt_port, 2222);
 
   // A weaker explicit port loses to the URL's.
-  TempDir dir;
+  test::TempDir dir;
   inputs = {};
-  inputs.env_file = dir.write("agent.env", "MQTT_PORT=3333\nMQTT_HOST=file.example\n");
+  inputs.env_file = write_in(dir, "agent.env", "MQTT_PORT=3333\nMQTT_HOST=file.example\n");
   inputs.flags["MQTT_BROKER_URL"] = "mqtt://url.example:1111";
   config = load_config(inputs);
   EXPECT_EQ(config.mqtt_host, "url.example");
@@ -416,6 +402,21 @@ struct InvalidCase {
   const char* name;
   const char* value;
 };
+
+// Shows a case as NAME="value" in messages and in --gtest_list_tests.
+void PrintTo(const InvalidCase& c, std::ostream* out) {
+  *out << c.name << "=\"" << c.value << '"';
+}
+
+// Test names: the variable and the case's index (values repeat across variables and hold
+// characters a test name may not), kept to [A-Za-z0-9_].
+std::string invalid_case_name(const ::testing::TestParamInfo<InvalidCase>& info) {
+  std::string name = std::string(info.param.name) + "_" + std::to_string(info.index);
+  for (char& c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c)) == 0) c = '_';
+  }
+  return name;
+}
 
 class ConfigInvalidValue : public ::testing::TestWithParam<InvalidCase> {};
 
@@ -453,7 +454,8 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"MQTT_PROVISION_TOPIC_BASE", "/provision"},
         InvalidCase{"MQTT_PROVISION_TOPIC_BASE", "prov/#"},
         InvalidCase{"MQTT_KEYS_TOPIC_BASE", "keys/"}, InvalidCase{"MQTT_KEYS_TOPIC_BASE", ""},
-        InvalidCase{"MQTT_HOST", ""}, InvalidCase{"MQTT_HOST", "bad host"}));
+        InvalidCase{"MQTT_HOST", ""}, InvalidCase{"MQTT_HOST", "bad host"}),
+    invalid_case_name);
 
 TEST(ConfigInvalid, ExactLineForANonNumericPort) {
   ConfigInputs inputs;
@@ -462,9 +464,9 @@ TEST(ConfigInvalid, ExactLineForANonNumericPort) {
 }
 
 TEST(ConfigInvalid, ValueFromTheEnvFileIsNamedToo) {
-  TempDir dir;
+  test::TempDir dir;
   ConfigInputs inputs;
-  inputs.env_file = dir.write("agent.env", "MQTT_USE_TLS=maybe\n");
+  inputs.env_file = write_in(dir, "agent.env", "MQTT_USE_TLS=maybe\n");
   EXPECT_EQ(error_of(inputs).rfind("invalid MQTT_USE_TLS=\"maybe\": ", 0), 0u);
 }
 
@@ -514,9 +516,9 @@ TEST(ConfigTypes, EnumSpellings) {
 }
 
 TEST(ConfigTls, ClientCertificateAndKeyGoTogether) {
-  TempDir dir;
-  const std::string cert = dir.write("client.crt", "cert");
-  const std::string key = dir.write("client.key", "key");
+  test::TempDir dir;
+  const std::string cert = write_in(dir, "client.crt", "cert");
+  const std::string key = write_in(dir, "client.key", "key");
 
   std::string error = error_of(with_flag("MQTT_CERTFILE", cert));
   EXPECT_EQ(error.rfind("invalid MQTT_CERTFILE=\"" + cert + "\": ", 0), 0u) << error;
@@ -527,24 +529,24 @@ TEST(ConfigTls, ClientCertificateAndKeyGoTogether) {
   ConfigInputs inputs;
   inputs.flags["MQTT_CERTFILE"] = cert;
   inputs.flags["MQTT_KEYFILE"] = key;
-  inputs.flags["MQTT_CA_CERTS"] = dir.write("ca.pem", "ca");
+  inputs.flags["MQTT_CA_CERTS"] = write_in(dir, "ca.pem", "ca");
   const Config config = load_config(inputs);
   EXPECT_EQ(config.mqtt_certfile, cert);
   EXPECT_EQ(config.mqtt_keyfile, key);
-  EXPECT_EQ(config.mqtt_ca_certs, dir.path("ca.pem"));
+  EXPECT_EQ(config.mqtt_ca_certs, dir.file("ca.pem"));
 
   // A folder is not a readable CA file.
-  error = error_of(with_flag("MQTT_CA_CERTS", dir.path("")));
+  error = error_of(with_flag("MQTT_CA_CERTS", dir.file("")));
   EXPECT_NE(error.find("MQTT_CA_CERTS"), std::string::npos) << error;
   EXPECT_NE(error.find("cannot read"), std::string::npos) << error;
 }
 
 TEST(ConfigPassword, FileWinsOverVariableAndLosesItsTrailingNewline) {
-  TempDir dir;
+  test::TempDir dir;
   ConfigInputs inputs;
   inputs.flags["MQTT_USER"] = "agent";
   inputs.flags["MQTT_PASSWORD"] = "from-variable";
-  inputs.environment["MQTT_PASSWORD_FILE"] = dir.write("password", "from-file\r\n");
+  inputs.environment["MQTT_PASSWORD_FILE"] = write_in(dir, "password", "from-file\r\n");
   Config config = load_config(inputs);
   EXPECT_EQ(config.mqtt_password, "from-file");
 
@@ -560,14 +562,14 @@ TEST(ConfigPassword, PasswordNeedsAUser) {
 }
 
 TEST(ConfigDescribe, MasksThePasswordAndShowsSources) {
-  TempDir dir;
+  test::TempDir dir;
   ScopedEnv state("STATE_DIRECTORY", nullptr);
   ConfigInputs inputs;
   inputs.flags["MQTT_HOST"] = "broker.local";
   inputs.environment["MQTT_USER"] = "agent";
   inputs.environment["MQTT_PASSWORD"] = "hunter2";
-  inputs.env_file = dir.write("agent.env", "LOG_LEVEL=debug\n");
-  inputs.environment["MQTT_PASSWORD_FILE"] = dir.write("password", "file-secret\n");
+  inputs.env_file = write_in(dir, "agent.env", "LOG_LEVEL=debug\n");
+  inputs.environment["MQTT_PASSWORD_FILE"] = write_in(dir, "password", "file-secret\n");
   const Config config = load_config(inputs);
   const auto lines = pa::describe_config(config);
   ASSERT_EQ(lines.size(), pa::config_variables().size());
@@ -580,7 +582,7 @@ TEST(ConfigDescribe, MasksThePasswordAndShowsSources) {
   EXPECT_EQ(lines[2], "MQTT_PORT=1883 (default)");
   EXPECT_TRUE(has("MQTT_USER=agent (environment)"));
   EXPECT_TRUE(has("MQTT_PASSWORD=******** (environment)"));
-  EXPECT_TRUE(has("MQTT_PASSWORD_FILE=" + dir.path("password") + " (environment)"));
+  EXPECT_TRUE(has("MQTT_PASSWORD_FILE=" + dir.file("password") + " (environment)"));
   EXPECT_TRUE(has("LOG_LEVEL=debug (env-file)"));
   EXPECT_TRUE(has("MQTT_CERTFILE= (unset)"));
   EXPECT_TRUE(
@@ -592,19 +594,19 @@ TEST(ConfigDescribe, MasksThePasswordAndShowsSources) {
 }
 
 TEST(ConfigClientId, FromMachineIdFile) {
-  TempDir dir;
-  const std::string path = dir.write("machine-id", "0123456789ABCDEF0123456789abcdef\n");
+  test::TempDir dir;
+  const std::string path = write_in(dir, "machine-id", "0123456789ABCDEF0123456789abcdef\n");
   EXPECT_EQ(pa::default_client_id(path), "provision-agent-0123456789ab");
 }
 
 TEST(ConfigClientId, HostNameWhenMachineIdIsMissingEmptyOrNotHex) {
-  TempDir dir;
+  test::TempDir dir;
   char host[256] = {};
   ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
   const std::string expected = std::string("provision-agent-") + host;
-  EXPECT_EQ(pa::default_client_id(dir.path("missing")), expected);
-  EXPECT_EQ(pa::default_client_id(dir.write("empty", "")), expected);
-  EXPECT_EQ(pa::default_client_id(dir.write("uninitialized", "uninitialized\n")), expected);
+  EXPECT_EQ(pa::default_client_id(dir.file("missing")), expected);
+  EXPECT_EQ(pa::default_client_id(write_in(dir, "empty", "")), expected);
+  EXPECT_EQ(pa::default_client_id(write_in(dir, "uninitialized", "uninitialized\n")), expected);
 }
 
 TEST(ConfigDevices, ServesDeviceMatchesGlobs) {
@@ -623,26 +625,26 @@ TEST(ConfigDevices, ServesDeviceMatchesGlobs) {
 }
 
 TEST(ConfigKeysDir, ResolutionOrder) {
-  TempDir dir;
-  ScopedEnv state("STATE_DIRECTORY", dir.path("state").c_str());
+  test::TempDir dir;
+  ScopedEnv state("STATE_DIRECTORY", dir.file("state").c_str());
   ConfigInputs inputs;
-  inputs.flags["PROVISION_KEYS_DIR"] = dir.path("keys");
-  inputs.environment["PROJECT_ROOT"] = dir.path("project");
+  inputs.flags["PROVISION_KEYS_DIR"] = dir.file("keys");
+  inputs.environment["PROJECT_ROOT"] = dir.file("project");
 
   Config config = load_config(inputs);
-  EXPECT_EQ(config.keys_dir, dir.path("keys"));
+  EXPECT_EQ(config.keys_dir, dir.file("keys"));
   EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::flag);
 
   inputs.flags.clear();
   config = load_config(inputs);
-  EXPECT_EQ(config.keys_dir, dir.path("project") + "/sensor_keys");
-  EXPECT_EQ(config.project_root, dir.path("project"));
+  EXPECT_EQ(config.keys_dir, dir.file("project") + "/sensor_keys");
+  EXPECT_EQ(config.project_root, dir.file("project"));
   EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").value, config.keys_dir);
   EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::environment);
 
   inputs.environment.clear();
   config = load_config(inputs);
-  EXPECT_EQ(config.keys_dir, dir.path("state") + "/sensor_keys");
+  EXPECT_EQ(config.keys_dir, dir.file("state") + "/sensor_keys");
   EXPECT_EQ(config.entries.at("PROVISION_KEYS_DIR").source, ConfigSource::environment);
 
   unsetenv("STATE_DIRECTORY");

@@ -2,21 +2,14 @@
 // (SPEC section 3.2) is the one OpenSSL computes.
 #include "keystore/key_pair.hpp"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "test_support.hpp"
 
 namespace pa::keystore {
 
@@ -27,62 +20,6 @@ static void PrintTo(KeyType type, std::ostream* out) {
 }
 
 namespace {
-
-namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "pa-key-pair-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-struct CommandResult {
-  int exit_code;
-  std::string output;  // stdout only
-};
-
-CommandResult run(const std::string& command) {
-  CommandResult result{-1, {}};
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  std::size_t got = 0;
-  while ((got = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) {
-    result.output.append(buffer.data(), got);
-  }
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
-std::string quoted(const fs::path& path) {
-  return "'" + path.string() + "'";
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
 
 std::string without_whitespace(std::string text) {
   text.erase(std::remove_if(text.begin(), text.end(),
@@ -112,7 +49,8 @@ int rsa_bits(KeyType type) {
 // which may not be the first python3 on PATH (pyenv and the like).
 std::string pycryptodome_python() {
   for (const char* candidate : {"/usr/bin/python3", "python3"}) {
-    if (run(std::string(candidate) + " -c 'import Cryptodome' 2>/dev/null").exit_code == 0) {
+    if (test::run_command(std::string(candidate) + " -c 'import Cryptodome' 2>/dev/null")
+            .exit_code == 0) {
       return candidate;
     }
   }
@@ -129,28 +67,36 @@ TEST_P(KeyPairInterop, LoadsInOpenSslAndPyCryptodome) {
   EXPECT_EQ(pair.private_pem.rfind("-----BEGIN PRIVATE KEY-----\n", 0), 0u);
   EXPECT_EQ(pair.public_pem.rfind("-----BEGIN PUBLIC KEY-----\n", 0), 0u);
 
-  TempDir dir;
-  const fs::path private_path = dir.path() / "priv.pem";
-  const fs::path public_path = dir.path() / "pub.pem";
-  write_text(private_path, pair.private_pem);
-  write_text(public_path, pair.public_pem);
+  test::TempDir dir;
+  const std::string private_path = dir.file("priv.pem");
+  const std::string public_path = dir.file("pub.pem");
+  test::write_file(private_path, pair.private_pem);
+  test::write_file(public_path, pair.public_pem);
 
   // OpenSSL reads and checks both halves.
-  EXPECT_EQ(
-      run("openssl pkey -in " + quoted(private_path) + " -check -noout >/dev/null 2>&1").exit_code,
-      0)
+  EXPECT_EQ(test::run_command("openssl pkey -in " + test::shell_quote(private_path) +
+                              " -check -noout >/dev/null 2>&1")
+                .exit_code,
+            0)
       << pair.private_pem;
-  EXPECT_EQ(run("openssl pkey -pubin -in " + quoted(public_path) + " -noout 2>&1").exit_code, 0)
+  EXPECT_EQ(test::run_command("openssl pkey -pubin -in " + test::shell_quote(public_path) +
+                              " -noout 2>&1")
+                .exit_code,
+            0)
       << pair.public_pem;
 
-  // The public key is the one OpenSSL derives from the private key.
-  const CommandResult derived = run("openssl pkey -in " + quoted(private_path) + " -pubout");
+  // The public key is the one OpenSSL derives from the private key (stdout only: stderr is
+  // dropped so that nothing but the PEM is compared).
+  const test::CommandResult derived = test::run_command(
+      "openssl pkey -in " + test::shell_quote(private_path) + " -pubout 2>/dev/null");
   ASSERT_EQ(derived.exit_code, 0);
   EXPECT_EQ(without_whitespace(derived.output), without_whitespace(pair.public_pem));
 
   // The fingerprint is the one OpenSSL computes over the DER.
-  CommandResult digest = run("openssl pkey -pubin -in " + quoted(public_path) +
-                             " -outform DER | openssl dgst -sha256 -binary | openssl base64 -A");
+  const test::CommandResult digest =
+      test::run_command("openssl pkey -pubin -in " + test::shell_quote(public_path) +
+                        " -outform DER 2>/dev/null | openssl dgst -sha256 -binary 2>/dev/null | "
+                        "openssl base64 -A 2>/dev/null");
   ASSERT_EQ(digest.exit_code, 0);
   std::string expected = without_whitespace(digest.output);
   expected.erase(std::remove(expected.begin(), expected.end(), '='), expected.end());
@@ -164,7 +110,8 @@ TEST_P(KeyPairInterop, LoadsInOpenSslAndPyCryptodome) {
   EXPECT_EQ(public_key_type(pair.public_pem), type);
 
   if (is_rsa(type)) {
-    const CommandResult text = run("openssl pkey -in " + quoted(private_path) + " -noout -text");
+    const test::CommandResult text = test::run_command(
+        "openssl pkey -in " + test::shell_quote(private_path) + " -noout -text 2>/dev/null");
     ASSERT_EQ(text.exit_code, 0);
     EXPECT_NE(text.output.find("(" + std::to_string(rsa_bits(type)) + " bit"), std::string::npos)
         << text.output.substr(0, 200);
@@ -177,29 +124,32 @@ TEST_P(KeyPairInterop, LoadsInOpenSslAndPyCryptodome) {
   if (type == KeyType::ed25519) return;
   const std::string python = pycryptodome_python();
   ASSERT_FALSE(python.empty()) << "PyCryptodome (python3-pycryptodome) is not installed";
-  const fs::path script = dir.path() / "check.py";
+  const std::string script = dir.file("check.py");
   if (is_rsa(type)) {
-    write_text(script,
-               "import sys\n"
-               "from Cryptodome.PublicKey import RSA\n"
-               "priv = RSA.import_key(open(sys.argv[1]).read())\n"
-               "pub = RSA.import_key(open(sys.argv[2]).read())\n"
-               "assert priv.has_private() and not pub.has_private()\n"
-               "assert priv.publickey() == pub\n"
-               "print(priv.size_in_bits(), priv.e)\n");
+    test::write_file(script,
+                     "import sys\n"
+                     "from Cryptodome.PublicKey import RSA\n"
+                     "priv = RSA.import_key(open(sys.argv[1]).read())\n"
+                     "pub = RSA.import_key(open(sys.argv[2]).read())\n"
+                     "assert priv.has_private() and not pub.has_private()\n"
+                     "assert priv.publickey() == pub\n"
+                     "print(priv.size_in_bits(), priv.e)\n");
   } else {
-    write_text(script,
-               "import sys\n"
-               "from Cryptodome.PublicKey import ECC\n"
-               "priv = ECC.import_key(open(sys.argv[1]).read())\n"
-               "pub = ECC.import_key(open(sys.argv[2]).read())\n"
-               "assert priv.has_private() and not pub.has_private()\n"
-               "assert priv.public_key() == pub\n"
-               "print(priv.curve)\n");
+    test::write_file(script,
+                     "import sys\n"
+                     "from Cryptodome.PublicKey import ECC\n"
+                     "priv = ECC.import_key(open(sys.argv[1]).read())\n"
+                     "pub = ECC.import_key(open(sys.argv[2]).read())\n"
+                     "assert priv.has_private() and not pub.has_private()\n"
+                     "assert priv.public_key() == pub\n"
+                     "print(priv.curve)\n");
   }
-  const CommandResult py =
-      run(python + " " + quoted(script) + " " + quoted(private_path) + " " + quoted(public_path));
-  ASSERT_EQ(py.exit_code, 0) << py.output;
+  // stdout is compared; stderr goes to a file that is shown when the script fails.
+  const std::string py_errors = dir.file("check.err");
+  const test::CommandResult py = test::run_command(
+      python + " " + test::shell_quote(script) + " " + test::shell_quote(private_path) + " " +
+      test::shell_quote(public_path) + " 2>" + test::shell_quote(py_errors));
+  ASSERT_EQ(py.exit_code, 0) << py.output << test::read_file(py_errors);
   if (is_rsa(type)) {
     EXPECT_EQ(without_whitespace(py.output), std::to_string(rsa_bits(type)) + "65537");
   } else {
@@ -221,35 +171,36 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, KeyPairInterop,
 TEST(KeyPair, ReadsPyCryptodomeKeys) {
   const std::string python = pycryptodome_python();
   ASSERT_FALSE(python.empty()) << "PyCryptodome (python3-pycryptodome) is not installed";
-  TempDir dir;
-  const fs::path script = dir.path() / "make.py";
-  write_text(script,
-             "import sys\n"
-             "from Cryptodome.PublicKey import RSA, ECC\n"
-             "d = sys.argv[1]\n"
-             "rsa = RSA.generate(2048)\n"
-             "open(d + '/rsa1.pem', 'wb').write(rsa.export_key())\n"
-             "open(d + '/rsa8.pem', 'wb').write(rsa.export_key(pkcs=8))\n"
-             "open(d + '/rsa.pub', 'wb').write(rsa.publickey().export_key())\n"
-             "ec = ECC.generate(curve='P-256')\n"
-             "open(d + '/ec.pem', 'w').write(ec.export_key(format='PEM'))\n"
-             "open(d + '/ec.pub', 'w').write(ec.public_key().export_key(format='PEM'))\n");
-  const CommandResult made = run(python + " " + quoted(script) + " " + quoted(dir.path()));
+  test::TempDir dir;
+  const std::string script = dir.file("make.py");
+  test::write_file(script,
+                   "import sys\n"
+                   "from Cryptodome.PublicKey import RSA, ECC\n"
+                   "d = sys.argv[1]\n"
+                   "rsa = RSA.generate(2048)\n"
+                   "open(d + '/rsa1.pem', 'wb').write(rsa.export_key())\n"
+                   "open(d + '/rsa8.pem', 'wb').write(rsa.export_key(pkcs=8))\n"
+                   "open(d + '/rsa.pub', 'wb').write(rsa.publickey().export_key())\n"
+                   "ec = ECC.generate(curve='P-256')\n"
+                   "open(d + '/ec.pem', 'w').write(ec.export_key(format='PEM'))\n"
+                   "open(d + '/ec.pub', 'w').write(ec.public_key().export_key(format='PEM'))\n");
+  const test::CommandResult made = test::run_command(python + " " + test::shell_quote(script) +
+                                                     " " + test::shell_quote(dir.path()));
   ASSERT_EQ(made.exit_code, 0) << made.output;
 
-  const std::string rsa_public = read_text(dir.path() / "rsa.pub");
+  const std::string rsa_public = test::read_file(dir.file("rsa.pub"));
   for (const char* name : {"rsa1.pem", "rsa8.pem"}) {
     SCOPED_TRACE(name);
-    const KeyPair pair = key_pair_from_private_pem(read_text(dir.path() / name));
+    const KeyPair pair = key_pair_from_private_pem(test::read_file(dir.file(name)));
     EXPECT_EQ(pair.type, KeyType::rsa2048);
     EXPECT_EQ(pair.private_pem.rfind("-----BEGIN PRIVATE KEY-----\n", 0), 0u);
     EXPECT_EQ(without_whitespace(pair.public_pem), without_whitespace(rsa_public));
     EXPECT_EQ(fingerprint(pair.public_pem), fingerprint(rsa_public));
   }
-  const KeyPair ec = key_pair_from_private_pem(read_text(dir.path() / "ec.pem"));
+  const KeyPair ec = key_pair_from_private_pem(test::read_file(dir.file("ec.pem")));
   EXPECT_EQ(ec.type, KeyType::ec_p256);
   EXPECT_EQ(without_whitespace(ec.public_pem),
-            without_whitespace(read_text(dir.path() / "ec.pub")));
+            without_whitespace(test::read_file(dir.file("ec.pub"))));
 }
 
 TEST(KeyPair, GarbageIsKeyError) {
@@ -275,19 +226,19 @@ TEST(KeyPair, GarbageIsKeyError) {
 }
 
 TEST(KeyPair, RejectsUnsupportedKeys) {
-  TempDir dir;
-  const fs::path p384 = dir.path() / "p384.pem";
-  const fs::path rsa1024 = dir.path() / "rsa1024.pem";
-  ASSERT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out " +
-                quoted(p384) + " 2>/dev/null")
-                .exit_code,
-            0);
-  ASSERT_EQ(run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out " +
-                quoted(rsa1024) + " 2>/dev/null")
-                .exit_code,
-            0);
-  EXPECT_THROW(key_pair_from_private_pem(read_text(p384)), KeyError);
-  EXPECT_THROW(key_pair_from_private_pem(read_text(rsa1024)), KeyError);
+  test::TempDir dir;
+  const std::string p384 = dir.file("p384.pem");
+  const std::string rsa1024 = dir.file("rsa1024.pem");
+  const test::CommandResult made_p384 =
+      test::run_command("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out " +
+                        test::shell_quote(p384));
+  ASSERT_EQ(made_p384.exit_code, 0) << made_p384.output;
+  const test::CommandResult made_rsa1024 =
+      test::run_command("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out " +
+                        test::shell_quote(rsa1024));
+  ASSERT_EQ(made_rsa1024.exit_code, 0) << made_rsa1024.output;
+  EXPECT_THROW(key_pair_from_private_pem(test::read_file(p384)), KeyError);
+  EXPECT_THROW(key_pair_from_private_pem(test::read_file(rsa1024)), KeyError);
 }
 
 TEST(KeyPair, FreshPairsDiffer) {

@@ -10,15 +10,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "keystore/file_util.hpp"
+#include "test_support.hpp"
 
 namespace pa::keystore {
 namespace {
@@ -51,26 +49,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "pa-key-store-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 // Sets the process umask for one test and restores it.
 class ScopedUmask {
  public:
@@ -83,24 +61,6 @@ class ScopedUmask {
   mode_t previous_;
 };
 
-mode_t mode_of(const fs::path& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return static_cast<mode_t>(-1);
-  return st.st_mode & 07777;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
 std::set<std::string> names_in(const fs::path& dir) {
   std::set<std::string> names;
   for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename());
@@ -111,19 +71,19 @@ const std::optional<std::string> kNoUser;
 
 class KeyStoreTest : public ::testing::Test {
  protected:
-  TempDir tmp_;
-  fs::path root_ = tmp_.path() / "keys";
+  test::TempDir tmp_;
+  fs::path root_ = fs::path(tmp_.path()) / "keys";
 };
 
 TEST_F(KeyStoreTest, CreatesMissingRootPrivate) {
   ScopedUmask umask(0);
-  const fs::path nested = tmp_.path() / "var" / "lib" / "keys";
+  const fs::path nested = fs::path(tmp_.path()) / "var" / "lib" / "keys";
   ASSERT_FALSE(fs::exists(nested));
   KeyStore store(nested);
   EXPECT_EQ(store.root(), nested);
   EXPECT_TRUE(fs::is_directory(nested));
-  EXPECT_EQ(mode_of(nested), 0700u);
-  EXPECT_EQ(mode_of(nested.parent_path()), 0700u);
+  EXPECT_EQ(test::file_mode(nested), 0700);
+  EXPECT_EQ(test::file_mode(nested.parent_path()), 0700);
 }
 
 TEST_F(KeyStoreTest, DevicePathsForUserAndLegacyLayouts) {
@@ -147,7 +107,7 @@ TEST_F(KeyStoreTest, DevicePathsForUserAndLegacyLayouts) {
   EXPECT_THROW(store.remove(kNoUser, "."), std::invalid_argument);
   EXPECT_THROW(store.private_key_candidates(".."), std::invalid_argument);
   EXPECT_TRUE(names_in(root_).empty());
-  EXPECT_FALSE(fs::exists(tmp_.path() / "escape"));
+  EXPECT_FALSE(fs::exists(tmp_.file("escape")));
 }
 
 TEST_F(KeyStoreTest, StoreThenLoad) {
@@ -163,8 +123,8 @@ TEST_F(KeyStoreTest, StoreThenLoad) {
   EXPECT_FALSE(stored.repaired);
 
   const fs::path dir = root_ / "alice" / "pH01";
-  EXPECT_EQ(read_text(dir / "sensor_private.pem"), pair.private_pem);
-  EXPECT_EQ(read_text(dir / "sensor_public.pem"), pair.public_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.pem"), pair.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_public.pem"), pair.public_pem);
   EXPECT_EQ(names_in(dir), (std::set<std::string>{"sensor_private.pem", "sensor_public.pem"}));
   EXPECT_TRUE(store.has_keys(std::string("alice"), "pH01"));
   EXPECT_FALSE(store.has_keys(kNoUser, "pH01"));
@@ -181,7 +141,7 @@ TEST_F(KeyStoreTest, StoreThenLoad) {
   // The legacy layout, and an RSA pair.
   const KeyPair rsa = generate_key_pair(KeyType::rsa2048);
   store.store(kNoUser, "pH01", rsa, false);
-  EXPECT_EQ(read_text(root_ / "pH01" / "sensor_private.pem"), rsa.private_pem);
+  EXPECT_EQ(test::read_file(root_ / "pH01" / "sensor_private.pem"), rsa.private_pem);
   const std::optional<StoredKey> legacy = store.load(kNoUser, "pH01");
   ASSERT_TRUE(legacy);
   EXPECT_EQ(legacy->type, KeyType::rsa2048);
@@ -196,30 +156,30 @@ TEST_F(KeyStoreTest, ModesUnderUmaskZero) {
   store.store(kNoUser, "legacy", generate_key_pair(KeyType::ec_p256), false);
 
   const fs::path dir = root_ / "alice" / "pH01";
-  EXPECT_EQ(mode_of(root_), 0700u);
-  EXPECT_EQ(mode_of(root_ / "alice"), 0700u);
-  EXPECT_EQ(mode_of(dir), 0700u);
-  EXPECT_EQ(mode_of(dir / "sensor_private.pem"), 0600u);
-  EXPECT_EQ(mode_of(dir / "sensor_public.pem"), 0644u);
-  EXPECT_EQ(mode_of(dir / "sensor_private.prev.pem"), 0600u);
-  EXPECT_EQ(mode_of(dir / "sensor_public.prev.pem"), 0600u);
-  EXPECT_EQ(mode_of(root_ / "legacy"), 0700u);
-  EXPECT_EQ(mode_of(root_ / "legacy" / "sensor_private.pem"), 0600u);
-  EXPECT_EQ(mode_of(root_ / "legacy" / "sensor_public.pem"), 0644u);
+  EXPECT_EQ(test::file_mode(root_), 0700);
+  EXPECT_EQ(test::file_mode(root_ / "alice"), 0700);
+  EXPECT_EQ(test::file_mode(dir), 0700);
+  EXPECT_EQ(test::file_mode(dir / "sensor_private.pem"), 0600);
+  EXPECT_EQ(test::file_mode(dir / "sensor_public.pem"), 0644);
+  EXPECT_EQ(test::file_mode(dir / "sensor_private.prev.pem"), 0600);
+  EXPECT_EQ(test::file_mode(dir / "sensor_public.prev.pem"), 0600);
+  EXPECT_EQ(test::file_mode(root_ / "legacy"), 0700);
+  EXPECT_EQ(test::file_mode(root_ / "legacy" / "sensor_private.pem"), 0600);
+  EXPECT_EQ(test::file_mode(root_ / "legacy" / "sensor_public.pem"), 0644);
 
   // A repaired public key is 0644 too.
   fs::remove(dir / "sensor_public.pem");
   ASSERT_TRUE(store.load(std::string("alice"), "pH01")->repaired);
-  EXPECT_EQ(mode_of(dir / "sensor_public.pem"), 0644u);
+  EXPECT_EQ(test::file_mode(dir / "sensor_public.pem"), 0644);
 }
 
 TEST_F(KeyStoreTest, ModesUnderRestrictiveUmask) {
   ScopedUmask umask(0077);
   KeyStore store(root_);
   store.store(std::string("alice"), "pH01", generate_key_pair(KeyType::ec_p256), false);
-  EXPECT_EQ(mode_of(root_ / "alice" / "pH01"), 0700u);
-  EXPECT_EQ(mode_of(root_ / "alice" / "pH01" / "sensor_private.pem"), 0600u);
-  EXPECT_EQ(mode_of(root_ / "alice" / "pH01" / "sensor_public.pem"), 0644u);
+  EXPECT_EQ(test::file_mode(root_ / "alice" / "pH01"), 0700);
+  EXPECT_EQ(test::file_mode(root_ / "alice" / "pH01" / "sensor_private.pem"), 0600);
+  EXPECT_EQ(test::file_mode(root_ / "alice" / "pH01" / "sensor_public.pem"), 0644);
 }
 
 TEST_F(KeyStoreTest, KeepsExactlyOneBackupGeneration) {
@@ -233,14 +193,14 @@ TEST_F(KeyStoreTest, KeepsExactlyOneBackupGeneration) {
   EXPECT_EQ(names_in(dir), (std::set<std::string>{"sensor_private.pem", "sensor_public.pem"}));
 
   store.store(std::string("u1"), "dev", second, true);
-  EXPECT_EQ(read_text(dir / "sensor_private.prev.pem"), first.private_pem);
-  EXPECT_EQ(read_text(dir / "sensor_public.prev.pem"), first.public_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.prev.pem"), first.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_public.prev.pem"), first.public_pem);
 
   store.store(std::string("u1"), "dev", third, true);
-  EXPECT_EQ(read_text(dir / "sensor_private.pem"), third.private_pem);
-  EXPECT_EQ(read_text(dir / "sensor_public.pem"), third.public_pem);
-  EXPECT_EQ(read_text(dir / "sensor_private.prev.pem"), second.private_pem);
-  EXPECT_EQ(read_text(dir / "sensor_public.prev.pem"), second.public_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.pem"), third.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_public.pem"), third.public_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.prev.pem"), second.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_public.prev.pem"), second.public_pem);
   EXPECT_EQ(names_in(dir),
             (std::set<std::string>{"sensor_private.pem", "sensor_public.pem",
                                    "sensor_private.prev.pem", "sensor_public.prev.pem"}));
@@ -258,7 +218,7 @@ TEST_F(KeyStoreTest, RepairsDeletedPublicKey) {
   ASSERT_TRUE(loaded);
   EXPECT_TRUE(loaded->repaired);
   EXPECT_EQ(loaded->public_pem, pair.public_pem);
-  EXPECT_EQ(read_text(public_path), pair.public_pem);
+  EXPECT_EQ(test::read_file(public_path), pair.public_pem);
   EXPECT_FALSE(store.load(kNoUser, "dev")->repaired);
 }
 
@@ -270,21 +230,21 @@ TEST_F(KeyStoreTest, RepairsMismatchedPublicKey) {
 
   for (const std::string& wrong :
        {generate_key_pair(KeyType::ec_p256).public_pem, std::string("garbage"), std::string()}) {
-    write_text(public_path, wrong);
+    test::write_file(public_path, wrong);
     const std::optional<StoredKey> loaded = store.load(std::string("u"), "dev");
     ASSERT_TRUE(loaded);
     EXPECT_TRUE(loaded->repaired);
     EXPECT_EQ(loaded->fingerprint, fingerprint(pair.public_pem));
-    EXPECT_EQ(read_text(public_path), pair.public_pem);
+    EXPECT_EQ(test::read_file(public_path), pair.public_pem);
   }
   // The same key with other line breaks is not a mismatch: the file is left as it is.
   std::string reflowed = pair.public_pem;
   std::replace(reflowed.begin(), reflowed.end(), '\n', ' ');
   reflowed.replace(0, std::string("-----BEGIN PUBLIC KEY----- ").size(),
                    "-----BEGIN PUBLIC KEY-----\n");
-  write_text(public_path, reflowed);
+  test::write_file(public_path, reflowed);
   EXPECT_FALSE(store.load(std::string("u"), "dev")->repaired);
-  EXPECT_EQ(read_text(public_path), reflowed);
+  EXPECT_EQ(test::read_file(public_path), reflowed);
 }
 
 TEST_F(KeyStoreTest, RemoveDeletesPairBackupsAndFolder) {
@@ -365,8 +325,8 @@ TEST_F(KeyStoreTest, RefusesLooseRoot) {
   EXPECT_NO_THROW(require_private_path(root_));
 
   // Any path (a plugin file, say): the fix keeps the mode but for group and world write.
-  const fs::path plugin = tmp_.path() / "plugin.so";
-  write_text(plugin, "");
+  const fs::path plugin = tmp_.file("plugin.so");
+  test::write_file(plugin, "");
   ASSERT_EQ(::chmod(plugin.c_str(), 0666), 0);
   try {
     require_private_path(plugin);
@@ -378,7 +338,7 @@ TEST_F(KeyStoreTest, RefusesLooseRoot) {
   }
   ASSERT_EQ(::chmod(plugin.c_str(), 0644), 0);
   EXPECT_NO_THROW(require_private_path(plugin));
-  EXPECT_THROW(require_private_path(tmp_.path() / "missing"), StoreError);
+  EXPECT_THROW(require_private_path(tmp_.file("missing")), StoreError);
 }
 
 TEST_F(KeyStoreTest, RefusesRootOwnedByAnotherUser) {
@@ -399,9 +359,9 @@ TEST_F(KeyStoreTest, RefusesRootOwnedByAnotherUser) {
 TEST_F(KeyStoreTest, DoesNotFollowSymlinks) {
   KeyStore store(root_);
   const KeyPair pair = generate_key_pair(KeyType::ec_p256);
-  const fs::path outside = tmp_.path() / "outside";
+  const fs::path outside = tmp_.file("outside");
   fs::create_directories(outside);
-  write_text(outside / "sensor_private.pem", pair.private_pem);
+  test::write_file(outside / "sensor_private.pem", pair.private_pem);
 
   // A key file that is a symlink out of the store.
   store.store(kNoUser, "dev", generate_key_pair(KeyType::ec_p256), false);
@@ -417,10 +377,10 @@ TEST_F(KeyStoreTest, DoesNotFollowSymlinks) {
   EXPECT_THROW(store.store(kNoUser, "linked", pair, false), StoreError);
   EXPECT_THROW(store.remove(kNoUser, "linked"), StoreError);
   fs::create_directories(outside / "D");
-  write_text(outside / "D" / "sensor_private.pem", pair.private_pem);
+  test::write_file(outside / "D" / "sensor_private.pem", pair.private_pem);
   EXPECT_TRUE(store.private_key_candidates("D").empty());
   EXPECT_THROW(store.load(std::string("linked"), "D"), StoreError);
-  EXPECT_EQ(read_text(outside / "sensor_private.pem"), pair.private_pem);
+  EXPECT_EQ(test::read_file(outside / "sensor_private.pem"), pair.private_pem);
 }
 
 TEST_F(KeyStoreTest, RefusesMismatchedPair) {
@@ -437,9 +397,9 @@ TEST_F(KeyStoreTest, RemovesStaleTemporaryFiles) {
   KeyStore store(root_);
   store.store(kNoUser, "dev", generate_key_pair(KeyType::ec_p256), false);
   const fs::path dir = root_ / "dev";
-  write_text(dir / ".sensor_private.pem.tmp-AbC123", "partial");
-  write_text(dir / ".sensor_public.pem.tmp-XyZ789", "partial");
-  write_text(dir / "notes.txt", "kept");
+  test::write_file(dir / ".sensor_private.pem.tmp-AbC123", "partial");
+  test::write_file(dir / ".sensor_public.pem.tmp-XyZ789", "partial");
+  test::write_file(dir / "notes.txt", "kept");
   store.store(kNoUser, "dev", generate_key_pair(KeyType::ec_p256), false);
   EXPECT_EQ(names_in(dir),
             (std::set<std::string>{"sensor_private.pem", "sensor_public.pem", "notes.txt"}));
@@ -447,24 +407,24 @@ TEST_F(KeyStoreTest, RemovesStaleTemporaryFiles) {
 
 TEST(KeyStoreFiles, AtomicWriteIsBornWithItsMode) {
   ScopedUmask umask(0);
-  TempDir tmp;
-  const fs::path target = tmp.path() / "secret.pem";
+  test::TempDir tmp;
+  const fs::path target = tmp.file("secret.pem");
   write_file_atomic(target, "one", 0600);
-  EXPECT_EQ(mode_of(target), 0600u);
+  EXPECT_EQ(test::file_mode(target), 0600);
   EXPECT_EQ(read_file(target), "one");
   write_file_atomic(target, "two", 0644);
-  EXPECT_EQ(mode_of(target), 0644u);
+  EXPECT_EQ(test::file_mode(target), 0644);
   EXPECT_EQ(read_file(target), "two");
 
   const fs::path temp = write_temp_file(target, "three", 0600);
-  EXPECT_EQ(temp.parent_path(), tmp.path());
+  EXPECT_EQ(temp.parent_path(), fs::path(tmp.path()));
   EXPECT_EQ(temp.filename().string().rfind(".secret.pem.tmp-", 0), 0u) << temp;
   EXPECT_EQ(temp.filename().string().size(), std::string(".secret.pem.tmp-").size() + 6);
-  EXPECT_EQ(mode_of(temp), 0600u);
+  EXPECT_EQ(test::file_mode(temp), 0600);
   EXPECT_EQ(read_file(temp), "three");
   EXPECT_NE(write_temp_file(target, "four", 0600), temp);  // random suffixes
-  EXPECT_THROW(read_file(tmp.path() / "missing"), std::system_error);
-  EXPECT_THROW(write_file_atomic(tmp.path() / "no" / "such" / "dir", "x", 0600), std::system_error);
+  EXPECT_THROW(read_file(tmp.file("missing")), std::system_error);
+  EXPECT_THROW(write_file_atomic(tmp.file("no/such/dir"), "x", 0600), std::system_error);
 }
 
 TEST(KeyStoreFiles, UniqueFdClosesAndMoves) {
@@ -492,8 +452,8 @@ class KeyStoreCrash : public ::testing::TestWithParam<WriteStep> {};
 
 TEST_P(KeyStoreCrash, LeavesOldOrNewPair) {
   const WriteStep crash_at = GetParam();
-  TempDir tmp;
-  const fs::path root = tmp.path() / "keys";
+  test::TempDir tmp;
+  const fs::path root = tmp.file("keys");
   const std::optional<std::string> user("u");
   const fs::path dir = root / "u" / "dev";
   const KeyPair old_pair = generate_key_pair(KeyType::ec_p256);
@@ -531,8 +491,8 @@ TEST_P(KeyStoreCrash, LeavesOldOrNewPair) {
   KeyStore store(root);
   const std::optional<StoredKey> loaded = store.load(user, "dev");
   ASSERT_TRUE(loaded);
-  const std::string private_pem = read_text(dir / "sensor_private.pem");
-  const std::string public_pem = read_text(dir / "sensor_public.pem");
+  const std::string private_pem = test::read_file(dir / "sensor_private.pem");
+  const std::string public_pem = test::read_file(dir / "sensor_public.pem");
   EXPECT_NO_THROW(key_pair_from_private_pem(private_pem));
   EXPECT_NO_THROW(fingerprint(public_pem));
   const bool is_old = private_pem == old_pair.private_pem && public_pem == old_pair.public_pem;
@@ -549,15 +509,15 @@ TEST_P(KeyStoreCrash, LeavesOldOrNewPair) {
   }
   EXPECT_EQ(loaded->fingerprint, fingerprint(is_new ? new_pair.public_pem : old_pair.public_pem));
   // The backup, when written, is the old pair.
-  EXPECT_EQ(read_text(dir / "sensor_private.prev.pem"), old_pair.private_pem);
-  EXPECT_EQ(read_text(dir / "sensor_public.prev.pem"), old_pair.public_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.prev.pem"), old_pair.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_public.prev.pem"), old_pair.public_pem);
 
   const KeyPair next = generate_key_pair(KeyType::ec_p256);
   store.store(user, "dev", next, true);
   for (const std::string& name : names_in(dir)) {
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << name << " survived";
   }
-  EXPECT_EQ(read_text(dir / "sensor_private.pem"), next.private_pem);
+  EXPECT_EQ(test::read_file(dir / "sensor_private.pem"), next.private_pem);
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryStep, KeyStoreCrash,
