@@ -6,7 +6,11 @@
 
 #include <chrono>
 #include <ctime>
+#include <filesystem>
+#include <system_error>
+#include <vector>
 
+#include "keystore/file_util.hpp"
 #include "log.hpp"
 
 namespace pa {
@@ -30,7 +34,7 @@ LogFields fields_of(const Outcome& outcome) {
                    outcome.error ? to_string(outcome.error->code) : ""};
 }
 
-std::string online_message(const Config& config) {
+std::string online_message(const Config& config, const std::string& agent_public_key) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
   w.StartObject();
@@ -42,6 +46,9 @@ std::string online_message(const Config& config) {
   w.String(kVersion);
   w.Key("started_at");
   w.String(format_rfc3339(std::time(nullptr)).c_str());
+  // SPEC section 4: servers encrypt a device's first request to this key.
+  w.Key("public_key");
+  w.String(agent_public_key.data(), static_cast<rapidjson::SizeType>(agent_public_key.size()));
   w.EndObject();
   return buffer.GetString();
 }
@@ -80,6 +87,8 @@ std::string response_message(const Outcome& outcome) {
 }
 
 Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(config_)) {
+  // Registered before the plugins or the session can log anything.
+  if (config_.mqtt_password) log_redact(*config_.mqtt_password);
   services_.config = &config_;
   services_.store = &store_;
   services_.agent_id = config_.mqtt_client_id;
@@ -91,24 +100,56 @@ Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(
     throw ConfigError(fmt::format(
         "invalid PROVISION_PLUGIN_DIR=\"{}\": no plugin serves {} (is keygen.so installed there?)",
         config_.plugin_dir, kActionGenerate));
+  agent_key_ = load_agent_key(config_);
+  if (config_.server_pubkey) {
+    try {
+      server_key_.emplace(keystore::read_file(*config_.server_pubkey));
+    } catch (const std::exception& error) {
+      throw ConfigError(fmt::format("invalid PROVISION_SERVER_PUBKEY=\"{}\": {}",
+                                    *config_.server_pubkey, error.what()));
+    }
+  }
+  try {
+    replay_ = std::make_unique<ReplayGuard>(config_.state_dir, config_.max_skew);
+  } catch (const std::system_error& error) {
+    throw ConfigError(fmt::format("cannot use the state folder {}: {}", config_.state_dir,
+                                  error.code().message()));
+  }
   session_ = std::make_unique<mqtt::Session>(
-      config_, status_topic(config_), online_message(config_),
-      mqtt::Session::Handlers{
-          [this](InboundMessage&& message) { accept(std::move(message)); }, {}, {}});
+      config_, status_topic(config_), online_message(config_, agent_key_.public_pem),
+      mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },
+                              [this] { notifier_.subscribed(service_state()); },
+                              [this] {
+                                if (notifier_.active()) notifier_.tick(service_state());
+                              }});
+}
+
+ServiceState Agent::service_state() const {
+  return ServiceState{session_->connected(), session_->state_text(), pool_ ? pool_->served() : 0,
+                      log_last_error()};
 }
 
 Agent::~Agent() = default;
 
 int Agent::run(const std::atomic<bool>& stop) {
-  pool_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(config_.workers),
-                                       static_cast<std::size_t>(config_.queue_max));
+  try {
+    pool_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(config_.workers),
+                                         static_cast<std::size_t>(config_.queue_max));
+  } catch (const std::system_error& error) {
+    // Not a configuration error (exit 1, so systemd restarts us): the system is short of
+    // threads or memory right now.
+    throw std::system_error(error.code(),
+                            fmt::format("cannot start {} worker thread(s)", config_.workers));
+  }
   log_info("provision-agent {} starting: broker {}:{}{}, key store {}, {} worker(s)", kVersion,
            config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
            config_.keys_dir, config_.workers);
   session_->run(stop);
 
   // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
-  // status, disconnect. The loop keeps turning while draining so responses go out.
+  // status, disconnect. The loop keeps turning while draining so responses go out (and the
+  // watchdog keeps being pinged).
+  notifier_.stopping(pool_->waiting());
   log_info("stopping: finishing {} queued request(s)", pool_->waiting());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   std::atomic<bool> drained{false};
@@ -154,9 +195,71 @@ void Agent::handle(const InboundMessage& message) {
   respond(message, outcome);
 }
 
-std::variant<std::string, RequestError> Agent::decrypt(const Envelope& /*envelope*/,
-                                                       const std::string& /*device_id*/) {
-  return RequestError{ErrorCode::decrypt_failed, "encrypted requests are not supported yet"};
+std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
+                                                       const std::string& device_id) {
+  // SPEC section 4: the server's signature first, so an unsigned envelope costs no decryption.
+  if (server_key_ && !server_key_->verify(envelope))
+    return RequestError{ErrorCode::unauthorized,
+                        envelope.signature
+                            ? "the signature does not verify with PROVISION_SERVER_PUBKEY"
+                            : "PROVISION_SERVER_PUBKEY is set: requests must carry the server's "
+                              "signature"};
+
+  // The device's keys (user folders, then legacy), then the agent key; the first whose tag
+  // verifies wins. Keys are read for each attempt and wiped: nothing secret is cached.
+  std::vector<std::filesystem::path> candidates = store_.private_key_candidates(device_id);
+  candidates.emplace_back(agent_key_.path);
+  std::string reason = "no key to try";
+  for (const auto& path : candidates) {
+    std::string pem;
+    try {
+      pem = keystore::read_file(path);
+    } catch (const std::system_error& error) {
+      log_warning("cannot read {} to decrypt a request for {}: {}", path.string(), device_id,
+                  error.code().message());
+      continue;
+    }
+    std::string why;
+    auto plaintext = e2ee::open_envelope(envelope, pem, &why);
+    e2ee::wipe(pem);
+    if (plaintext) {
+      log_debug("request for {} decrypted with {}", device_id, path.string());
+      return std::string(reinterpret_cast<const char*>(plaintext->data()), plaintext->size());
+    }
+    log_debug("{} does not decrypt the request for {}: {}", path.string(), device_id, why);
+    // A tag that fails under a key that unwrapped the session key says more than the others.
+    if (reason != "tag does not verify") reason = why;
+  }
+  return RequestError{
+      ErrorCode::decrypt_failed,
+      fmt::format("neither the device's keys nor the agent key decrypt this envelope ({})",
+                  reason)};
+}
+
+void Agent::report_replay(const Request& request, const ReplayRefusal& refusal) {
+  // As the original agent did: P/status/D/replay_blocked, QoS 1, not retained (SPEC section 3).
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  auto field = [&](const char* name, const std::string& value) {
+    w.Key(name);
+    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  };
+  w.StartObject();
+  field("device_id", request.device_id);
+  field("reason", refusal.reason);
+  field("action", request.action);
+  if (request.request_id) field("request_id", *request.request_id);
+  if (request.nonce) field("nonce", *request.nonce);
+  if (request.ts) {
+    w.Key("ts");
+    w.Int64(*request.ts);
+  }
+  field("agent_id", config_.mqtt_client_id);
+  field("detected_at", format_rfc3339(std::time(nullptr)));
+  w.EndObject();
+  session_->publish(
+      fmt::format("{}/status/{}/replay_blocked", config_.provision_topic_base, request.device_id),
+      std::string(buffer.GetString(), buffer.GetSize()), false);
 }
 
 Outcome Agent::serve(const InboundMessage& message) {
@@ -170,6 +273,23 @@ Outcome Agent::serve(const InboundMessage& message) {
   outcome.user_id = decoded.user_id;
   outcome.action = decoded.action;
   outcome.encrypted = decoded.encrypted;
+  // Decrypted content is wiped once served (the decoder wipes its own copy).
+  struct WipeJson {
+    Decoded& decoded;
+    ~WipeJson() {
+      if (decoded.request && decoded.request->encrypted) e2ee::wipe(decoded.request->json);
+    }
+  } wipe_json{decoded};
+  // SPEC section 4: with a server key every request is a signed envelope; plaintext is refused
+  // before anything else reads it (checks of the topic's device id and size excepted).
+  if (server_key_ && !decoded.encrypted &&
+      !(decoded.error && (decoded.error->code == ErrorCode::invalid_device_id ||
+                          decoded.error->code == ErrorCode::payload_too_large))) {
+    outcome.error = RequestError{
+        ErrorCode::unauthorized,
+        "PROVISION_SERVER_PUBKEY is set: requests must be envelopes signed by the server"};
+    return outcome;
+  }
   if (decoded.error) {
     outcome.error = decoded.error;
     return outcome;
@@ -196,6 +316,14 @@ Outcome Agent::serve(const InboundMessage& message) {
         ErrorCode::e2ee_required,
         fmt::format("PROVISION_E2EE_POLICY=destructive: {} of existing keys must be encrypted",
                     request.action)};
+    return outcome;
+  }
+
+  // SPEC section 3.1: a replay is refused only once everything else would let it through, so a
+  // refused request does not use up its id.
+  if (auto refusal = replay_->admit(request, static_cast<std::int64_t>(std::time(nullptr)))) {
+    report_replay(request, *refusal);
+    outcome.error = RequestError{ErrorCode::replay, refusal->message};
     return outcome;
   }
 

@@ -6,12 +6,16 @@
 #include <optional>
 #include <string>
 
+#include "agent_key.hpp"
 #include "config.hpp"
+#include "envelope.hpp"
 #include "host.hpp"
 #include "keystore/key_store.hpp"
 #include "mqtt_session.hpp"
 #include "plugin_loader.hpp"
+#include "replay.hpp"
 #include "request.hpp"
+#include "service_notify.hpp"
 #include "worker_pool.hpp"
 
 namespace pa {
@@ -52,11 +56,18 @@ class Agent {
   void respond(const InboundMessage& message, const Outcome& outcome);
   std::variant<std::string, RequestError> decrypt(const Envelope& envelope,
                                                   const std::string& device_id);
+  void report_replay(const Request& request, const ReplayRefusal& refusal);
+  ServiceState service_state() const;  // event loop thread: what systemd's STATUS= shows
 
   Config config_;
   keystore::KeyStore store_;
   HostServices services_;
   plugin::PluginSet plugins_;
+  // systemd: READY, STATUS, WATCHDOG, STOPPING (SPEC section 8).
+  ServiceNotifier notifier_;
+  AgentKey agent_key_;                                 // SPEC section 4
+  std::optional<e2ee::SignatureVerifier> server_key_;  // PROVISION_SERVER_PUBKEY
+  std::unique_ptr<ReplayGuard> replay_;                // SPEC section 3.1
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
 };

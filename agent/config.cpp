@@ -375,7 +375,7 @@ bool valid_env_name(std::string_view name) {
 }
 
 fs::path make_absolute(std::string_view name, const fs::path& path) {
-  if (path.is_absolute()) return path;
+  if (path.is_absolute()) return path.lexically_normal();
   std::error_code error;
   const fs::path absolute = fs::absolute(path, error);
   if (error) fail(name, path.string(), fmt::format("cannot make it absolute: {}", error.message()));
@@ -682,6 +682,15 @@ Config load_config(const ConfigInputs& inputs) {
     }
     keys_entry.value = config.keys_dir;
     keys_entry.set = false;
+  }
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state != nullptr && *state != '\0') {
+    const std::string first = std::string(state).substr(0, std::string(state).find(':'));
+    config.state_dir = make_absolute("STATE_DIRECTORY", first).string();
+  } else {
+    // The folder holding the key store ("/var/lib/x" for "/var/lib/x/sensor_keys/").
+    std::string keys = fs::path(config.keys_dir).lexically_normal().string();
+    while (keys.size() > 1 && keys.back() == '/') keys.pop_back();
+    config.state_dir = fs::path(keys).parent_path().string();
   }
 
   config.plugin_dir = PA_DEFAULT_PLUGIN_DIR;

@@ -73,6 +73,9 @@ struct Config {
   // Key store and plugins
   std::string keys_dir;  // resolved root (PROVISION_KEYS_DIR, PROJECT_ROOT, STATE_DIRECTORY, .)
   std::optional<std::string> project_root;
+  // The agent's own files (agent_private.pem, replay.json): $STATE_DIRECTORY's first entry under
+  // systemd, else the key store root's parent folder. Not a SPEC variable.
+  std::string state_dir;
   std::string plugin_dir;  // PROVISION_PLUGIN_DIR or the compiled-in install folder
   keystore::KeyType key_type = keystore::KeyType::rsa2048;
 

@@ -17,6 +17,12 @@ namespace {
 std::atomic<int> g_threshold{static_cast<int>(LogLevel::info)};
 std::atomic<bool> g_journal{false};
 std::mutex g_stderr_mutex;  // one line per event, never interleaved
+std::mutex g_state_mutex;   // guards the two below
+std::vector<std::string> g_secrets;
+std::string g_last_error;
+
+constexpr const char* kRedacted = "********";
+constexpr std::size_t kLastErrorMax = 200;  // STATUS= is one short line
 
 const char* level_name(LogLevel level) {
   switch (level) {
@@ -57,7 +63,60 @@ bool stderr_is_journal() {
   return st.st_dev == dev && st.st_ino == ino;
 }
 
-void write_journal(LogLevel level, const LogFields& fields, std::string_view message) {
+// Every PEM private key block (PKCS#8, RSA, EC, encrypted) and every registered secret masked.
+std::string redact(std::string_view message) {
+  std::string out(message);
+  constexpr std::string_view kMarker = "PRIVATE KEY-----";
+  for (std::size_t at = out.find(kMarker); at != std::string::npos; at = out.find(kMarker)) {
+    std::size_t begin = out.rfind("-----BEGIN", at);
+    if (begin == std::string::npos) begin = at;
+    std::size_t end = out.size();
+    const std::size_t footer = out.find("-----END", at + kMarker.size());
+    if (footer != std::string::npos) {
+      const std::size_t close = out.find(kMarker, footer);
+      if (close != std::string::npos) end = close + kMarker.size();
+    }
+    out.replace(begin, end - begin, "[private key redacted]");
+  }
+  std::lock_guard<std::mutex> lock(g_state_mutex);
+  for (const std::string& secret : g_secrets)
+    for (std::size_t at = out.find(secret); at != std::string::npos; at = out.find(secret, at))
+      out.replace(at, secret.size(), kRedacted);
+  return out;
+}
+
+// Control characters escaped, so a message or a request_id from the wire stays on one line.
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
+    else if (byte < 0x20 || byte == 0x7f)
+      out += fmt::format("\\x{:02x}", byte);
+    else
+      out += c;
+  }
+  return out;
+}
+
+void remember_error(LogLevel level, const LogFields& fields, std::string_view message) {
+  if (level != LogLevel::error && fields.outcome != "error") return;
+  std::string text = fields.error_code.empty() ? one_line(message)
+                                               : fmt::format("{} for {}: {}", fields.error_code,
+                                                             fields.device, one_line(message));
+  if (text.size() > kLastErrorMax) text = text.substr(0, kLastErrorMax - 3) + "...";
+  std::lock_guard<std::mutex> lock(g_state_mutex);
+  g_last_error = std::move(text);
+}
+
+// false when journald did not take the entry (it is restarting, say).
+bool write_journal(LogLevel level, const LogFields& fields, std::string_view message) {
   std::vector<std::string> items;
   items.push_back(fmt::format("MESSAGE={}", message));
   items.push_back(fmt::format("PRIORITY={}", syslog_priority(level)));
@@ -74,7 +133,7 @@ void write_journal(LogLevel level, const LogFields& fields, std::string_view mes
   std::vector<iovec> iov;
   iov.reserve(items.size());
   for (auto& item : items) iov.push_back({item.data(), item.size()});
-  sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+  return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0;
 }
 
 void write_stderr(LogLevel level, const LogFields& fields, std::string_view message) {
@@ -83,9 +142,9 @@ void write_stderr(LogLevel level, const LogFields& fields, std::string_view mess
   std::tm utc{};
   gmtime_r(&now, &utc);
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  std::string line = fmt::format("{} {}: {}", stamp, level_name(level), message);
+  std::string line = fmt::format("{} {}: {}", stamp, level_name(level), one_line(message));
   auto add = [&](const char* name, std::string_view value) {
-    if (!value.empty()) line += fmt::format(" {}={}", name, value);
+    if (!value.empty()) line += fmt::format(" {}={}", name, one_line(value));
   };
   add("device", fields.device);
   add("user", fields.user);
@@ -112,10 +171,21 @@ bool log_enabled(LogLevel level) noexcept {
 
 void log_write(LogLevel level, const LogFields& fields, std::string_view message) {
   if (!log_enabled(level)) return;
-  if (g_journal)
-    write_journal(level, fields, message);
-  else
-    write_stderr(level, fields, message);
+  const std::string safe = redact(message);
+  remember_error(level, fields, safe);
+  // Under journald, an entry it refuses still goes to stderr, which systemd also collects.
+  if (!g_journal || !write_journal(level, fields, safe)) write_stderr(level, fields, safe);
+}
+
+void log_redact(std::string secret) {
+  if (secret.empty()) return;
+  std::lock_guard<std::mutex> lock(g_state_mutex);
+  g_secrets.push_back(std::move(secret));
+}
+
+std::string log_last_error() {
+  std::lock_guard<std::mutex> lock(g_state_mutex);
+  return g_last_error;
 }
 
 }  // namespace pa

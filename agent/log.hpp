@@ -25,7 +25,16 @@ struct LogFields {
 // because plugins log through a C callback that carries no logger.
 void log_init(LogLevel level);
 bool log_enabled(LogLevel level) noexcept;
+// Writes one entry. A PEM private key block and every string given to log_redact() are
+// replaced in the message before it goes anywhere: the last guard should a secret slip in.
 void log_write(LogLevel level, const LogFields& fields, std::string_view message);
+
+// Registers a secret (the broker password) that must never appear in a log entry.
+void log_redact(std::string secret);
+
+// The most recent entry at error level or with outcome "error", for systemd's STATUS= line;
+// empty when there was none.
+std::string log_last_error();
 
 template <typename... Args>
 void log_at(LogLevel level, const LogFields& fields, fmt::format_string<Args...> format,

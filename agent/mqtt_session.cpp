@@ -26,7 +26,12 @@ void init_library() {
 }
 
 std::string describe_rc(int rc) {
-  if (rc == MOSQ_ERR_ERRNO) return fmt::format("{} ({})", mosquitto_strerror(rc), strerror(errno));
+  if (rc == MOSQ_ERR_ERRNO) {
+    // libmosquitto 2 already describes MOSQ_ERR_ERRNO with strerror(errno): say it once.
+    const std::string system = strerror(errno);
+    const std::string library = mosquitto_strerror(rc);
+    return library == system ? system : fmt::format("{} ({})", library, system);
+  }
   return mosquitto_strerror(rc);
 }
 
@@ -51,6 +56,8 @@ Session::Session(const Config& config, std::string status_topic, std::string onl
   mosquitto_disconnect_v5_callback_set(client_.get(), &Session::on_disconnect);
   mosquitto_subscribe_v5_callback_set(client_.get(), &Session::on_subscribe);
   mosquitto_message_v5_callback_set(client_.get(), &Session::on_message);
+  mosquitto_publish_v5_callback_set(client_.get(), &Session::on_publish);
+  mosquitto_log_callback_set(client_.get(), &Session::on_log);
 
   if (config.mqtt_user) {
     const char* password = config.mqtt_password ? config.mqtt_password->c_str() : nullptr;
@@ -128,9 +135,13 @@ bool Session::try_connect() {
   return true;
 }
 
-void Session::schedule_retry(const std::string& reason) {
+void Session::schedule_retry(const std::string& cause) {
   connected_ = false;
   socket_open_ = false;
+  // "A TLS error occurred" alone does not say what to fix; OpenSSL's reason does.
+  const std::string reason =
+      library_error_.empty() ? cause : fmt::format("{} ({})", cause, library_error_);
+  library_error_.clear();
   // 1 s doubling to 60 s; the jitter (half to full delay) keeps a fleet of Pis that lost the
   // same broker from reconnecting in lock step.
   const double base = std::min(60.0, static_cast<double>(1u << std::min(attempts_, 6)));
@@ -218,6 +229,7 @@ void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*
   }
   self->connected_ = true;
   self->attempts_ = 0;
+  self->library_error_.clear();
   self->note_state(fmt::format("connected to broker {}:{} as {}", self->config_.mqtt_host,
                                self->config_.mqtt_port, self->config_.mqtt_client_id));
   // Subscribing again on every connect is harmless with a kept session and required without.
@@ -253,10 +265,30 @@ void Session::on_subscribe(mosquitto* client, void* self_ptr, int mid, int count
                 self->config_.provision_topic_base);
   self->pending_subscriptions_.erase(mid);
   if (!self->pending_subscriptions_.empty()) return;
-  mosquitto_publish_v5(client, nullptr, self->status_topic_.c_str(),
-                       static_cast<int>(self->online_payload_.size()), self->online_payload_.data(),
-                       kQos, true, nullptr);
+  const int rc = mosquitto_publish_v5(client, &self->online_mid_, self->status_topic_.c_str(),
+                                      static_cast<int>(self->online_payload_.size()),
+                                      self->online_payload_.data(), kQos, true, nullptr);
   log_info("subscribed to {}/+/request, update and delete", self->config_.provision_topic_base);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    log_error("cannot publish the online status on {}: {}", self->status_topic_, describe_rc(rc));
+    self->online_mid_ = -1;
+    if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
+  }
+  // Otherwise on_subscribed waits for the broker's PUBACK of the online status, so whoever is
+  // told "ready" (systemd) finds the agent announced too.
+}
+
+void Session::on_log(mosquitto* /*client*/, void* self_ptr, int level, const char* text) {
+  auto* self = static_cast<Session*>(self_ptr);
+  if ((level & MOSQ_LOG_ERR) != 0 && text != nullptr && self->library_error_.empty())
+    self->library_error_ = text;
+}
+
+void Session::on_publish(mosquitto* /*client*/, void* self_ptr, int mid, int /*reason*/,
+                         const mosquitto_property* /*props*/) {
+  auto* self = static_cast<Session*>(self_ptr);
+  if (mid != self->online_mid_) return;
+  self->online_mid_ = -1;
   if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
 }
 

@@ -42,8 +42,8 @@ class Session {
  public:
   struct Handlers {
     std::function<void(InboundMessage&&)> on_request;  // network thread: decode + enqueue only
-    std::function<void()> on_subscribed;               // all subscriptions acknowledged
-    std::function<void()> on_tick;                     // each loop turn (watchdog, status)
+    std::function<void()> on_subscribed;  // subscriptions and the online status acknowledged
+    std::function<void()> on_tick;        // each loop turn (watchdog, status)
   };
 
   // Sets up the client, TLS and will. Throws ConfigError for settings libmosquitto refuses.
@@ -73,9 +73,11 @@ class Session {
                            const mosquitto_property*);
   static void on_message(mosquitto*, void* self, const mosquitto_message* message,
                          const mosquitto_property* props);
+  static void on_publish(mosquitto*, void* self, int mid, int reason, const mosquitto_property*);
+  static void on_log(mosquitto*, void* self, int level, const char* text);
 
   bool try_connect();
-  void schedule_retry(const std::string& reason);
+  void schedule_retry(const std::string& cause);
   void note_state(const std::string& state);
 
   const Config& config_;
@@ -89,6 +91,8 @@ class Session {
   int attempts_ = 0;
   std::chrono::steady_clock::time_point next_attempt_{};
   std::set<int> pending_subscriptions_;
+  int online_mid_ = -1;        // the online status in flight after subscribing
+  std::string library_error_;  // libmosquitto's first error since the last attempt (OpenSSL's)
   std::string last_state_;
   std::mt19937 jitter_{std::random_device{}()};
 };

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "envelope.hpp"
 #include "keystore/identifier.hpp"
 #include "keystore/key_pair.hpp"
 
@@ -152,19 +153,37 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
     return out;
   };
 
-  if (!keystore::is_valid_identifier(message.device_id))
-    return fail(ErrorCode::invalid_device_id,
-                "device id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
-                "or digit");
   if (message.payload.size() > max_payload)
     return fail(ErrorCode::payload_too_large,
                 fmt::format("payload of {} bytes exceeds the limit of {} bytes",
                             message.payload.size(), max_payload));
+  if (!keystore::is_valid_identifier(message.device_id)) {
+    // No key lookup or decryption for an invalid device; a plaintext request_id is still echoed.
+    if (!parse_envelope(message.payload)) {
+      rapidjson::Document doc;
+      doc.Parse(message.payload.data(), message.payload.size());
+      if (!doc.HasParseError() && doc.IsObject())
+        if (auto it = doc.FindMember("request_id"); it != doc.MemberEnd() && it->value.IsString())
+          out.request_id = string_of(it->value);
+    }
+    return fail(ErrorCode::invalid_device_id,
+                "device id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
+                "or digit");
+  }
 
   // An empty payload means "no fields" (mosquitto_pub -n on the update/delete topics).
   std::string plaintext = message.payload.empty() ? std::string("{}") : message.payload;
+  // Decrypted plaintext is wiped when decoding ends, whichever way it ends (SPEC section 4).
+  struct WipeOnReturn {
+    std::string& text;
+    bool armed = false;
+    ~WipeOnReturn() {
+      if (armed) e2ee::wipe(text);
+    }
+  } wipe_plaintext{plaintext};
   if (auto envelope = parse_envelope(plaintext)) {
     out.encrypted = true;
+    wipe_plaintext.armed = true;
     auto decrypted = decrypt(*envelope, message.device_id);
     if (auto* error = std::get_if<RequestError>(&decrypted)) {
       out.error = std::move(*error);

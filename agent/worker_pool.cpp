@@ -5,7 +5,14 @@ namespace pa {
 WorkerPool::WorkerPool(std::size_t workers, std::size_t max_waiting) : max_waiting_(max_waiting) {
   if (workers == 0) workers = 1;
   threads_.reserve(workers);
-  for (std::size_t i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  try {
+    for (std::size_t i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  } catch (...) {
+    // No thread for the rest (EAGAIN, out of memory): join those started, or their joinable
+    // std::thread objects would terminate the process instead of letting it exit with status 1.
+    stop(std::chrono::steady_clock::now());
+    throw;
+  }
 }
 
 WorkerPool::~WorkerPool() {

@@ -387,4 +387,53 @@ std::vector<fs::path> KeyStore::private_key_candidates(const std::string& device
   return candidates;
 }
 
+namespace {
+
+// A real folder (not a symlink) whose name is an identifier.
+bool is_identifier_folder(const fs::directory_entry& entry) {
+  if (!is_valid_identifier(entry.path().filename().string())) return false;
+  std::error_code ec;
+  return entry.is_directory(ec) && !entry.is_symlink(ec);
+}
+
+bool holds_key_file(const fs::path& dir) {
+  return is_regular_file_no_follow(dir / kPrivateKeyFile) ||
+         is_regular_file_no_follow(dir / kPublicKeyFile);
+}
+
+// The identifier-named real folders in `dir`, sorted.
+std::vector<fs::path> identifier_folders(const fs::path& dir) {
+  std::vector<fs::path> folders;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (is_identifier_folder(*it)) folders.push_back(it->path());
+  }
+  if (ec) throw_errno(fmt::format("cannot list {}", dir.string()), ec.value());
+  std::sort(folders.begin(), folders.end());
+  return folders;
+}
+
+}  // namespace
+
+std::vector<DeviceFolder> list_device_folders(const fs::path& root) {
+  if (!is_store_folder(root)) return {};
+  std::vector<DeviceFolder> legacy;
+  std::vector<DeviceFolder> owned;
+  for (const fs::path& folder : identifier_folders(root)) {
+    const std::string name = folder.filename().string();
+    // A legacy device folder holds key files; a user folder holds device folders. A name can be
+    // both (a legacy device called like a user), so both are looked at.
+    if (holds_key_file(folder)) legacy.push_back({std::nullopt, name, folder});
+    for (const fs::path& device : identifier_folders(folder)) {
+      if (holds_key_file(device)) owned.push_back({name, device.filename().string(), device});
+    }
+  }
+  legacy.insert(legacy.end(), owned.begin(), owned.end());
+  return legacy;
+}
+
+std::optional<std::string> read_key_file_no_follow(const fs::path& path) {
+  return read_key_file(path);
+}
+
 }  // namespace pa::keystore

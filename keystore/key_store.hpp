@@ -87,4 +87,30 @@ class KeyStore {
   std::function<void(WriteStep)> step_hook_;
 };
 
+// Read-only inspection for the operator commands (`keys list/show/verify`, `check`, SPEC
+// section 7): nothing below creates, repairs or removes a file.
+
+// File names inside a device folder.
+inline constexpr const char* kPrivateKeyFile = "sensor_private.pem";
+inline constexpr const char* kPublicKeyFile = "sensor_public.pem";
+inline constexpr const char* kPrivateBackupFile = "sensor_private.prev.pem";
+inline constexpr const char* kPublicBackupFile = "sensor_public.prev.pem";
+
+// A device folder in the store: <root>/<user>/<device>, or <root>/<device> with no user.
+struct DeviceFolder {
+  std::optional<std::string> user;
+  std::string device;
+  std::filesystem::path dir;
+};
+
+// Every folder under `root` that holds a sensor_private.pem or sensor_public.pem, legacy ones
+// first, then by user and device. Symlinks and names that are not identifiers are skipped. Empty
+// when `root` does not exist; throws StoreError when it cannot be listed.
+std::vector<DeviceFolder> list_device_folders(const std::filesystem::path& root);
+
+// A key file's text without following a symlink (as the store reads it); nullopt when the file
+// does not exist. Throws StoreError for a symlink, a special file or a read error. The caller
+// wipes private key text after use.
+std::optional<std::string> read_key_file_no_follow(const std::filesystem::path& path);
+
 }  // namespace pa::keystore

@@ -8,6 +8,8 @@ packages=(
   libmosquitto-dev libcrypto++-dev rapidjson-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev googletest
   mosquitto mosquitto-clients openssl python3 python3-pycryptodome
+  systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests
+  lintian adduser
   "$@"
 )
 

@@ -10,7 +10,9 @@
 #include "config.hpp"
 #include "host.hpp"
 #include "log.hpp"
+#include "operator_commands.hpp"
 #include "plugin_loader.hpp"
+#include "send.hpp"
 
 namespace {
 
@@ -115,6 +117,55 @@ int main(int argc, char** argv) {
                                          "and why others did not");
   for (CLI::App* sub : {run, config, plugins}) sub->fallthrough();
 
+  // Operator commands (SPEC section 7): `check` and `keys list/show/verify`.
+  CLI::App* check = app.add_subcommand(
+      "check",
+      "check the configuration, broker, key store, plugins and clock: one OK/FAIL line each with "
+      "a fix; exit 1 on any FAIL");
+  CLI::App* keys = app.add_subcommand("keys", "inspect the local key store (no broker needed)");
+  keys->require_subcommand(1);
+  CLI::App* keys_list =
+      keys->add_subcommand("list", "every device: user, key type, fingerprint, modes, status");
+  CLI::App* keys_show = keys->add_subcommand(
+      "show", "one device's key type, fingerprint, public key, paths, modes and backup");
+  std::string show_device;
+  std::string show_user;
+  keys_show->add_option("DEVICE", show_device, "device id")->required();
+  CLI::Option* show_user_option =
+      keys_show->add_option("--user", show_user, "the device's user (default: every user's)");
+  CLI::App* keys_verify = keys->add_subcommand(
+      "verify", "check every key pair, mode and owner; exit 1 on any problem (repairs nothing)");
+  for (CLI::App* sub : {check, keys, keys_list, keys_show, keys_verify}) sub->fallthrough();
+
+  // `send ACTION DEVICE...` (SPEC section 7): what a server does, with the daemon's broker options.
+  CLI::App* send = app.add_subcommand(
+      "send",
+      "publish a request per device, wait for each response and key, print them; exit 1 "
+      "if any failed");
+  pa::SendOptions send_options;
+  std::string send_user, send_pubkey, send_sign;
+  int send_wait = 30;
+  send->add_option("ACTION", send_options.action,
+                   "generate_and_publish_key (request, generate), update (rotate), publish_key, "
+                   "delete")
+      ->required();
+  send->add_option("DEVICE", send_options.devices, "device ids (several make a batch)")->required();
+  CLI::Option* send_user_option = send->add_option("--user", send_user, "user_id of the request");
+  CLI::Option* send_encrypt =
+      send->add_option("--encrypt", send_pubkey,
+                       "encrypt to this RSA public key PEM (a device's sensor_public.pem)");
+  CLI::Option* send_to_agent =
+      send->add_flag("--encrypt-to-agent", send_options.encrypt_to_agent,
+                     "encrypt to the agent key from the agent's retained status (MQTT_CLIENT_ID "
+                     "names the agent)");
+  send_encrypt->excludes(send_to_agent);
+  CLI::Option* send_sign_option = send->add_option(
+      "--sign", send_sign, "sign the ciphertext with this RSA private key PEM (the server's)");
+  send->add_option("--mode", send_options.mode, "AES mode of the envelope: EAX (default) or GCM");
+  send->add_option("--wait", send_wait, "seconds to wait for all responses (0: do not wait)")
+      ->check(CLI::Range(0, 3600));
+  send->fallthrough();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -123,9 +174,26 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // `check` reports an invalid configuration as one of its FAIL lines.
+    if (check->parsed()) return pa::run_check(command_line.inputs(), stdout);
     const pa::Config effective = pa::load_config(command_line.inputs());
     if (config->parsed()) return print_config(effective);
     if (plugins->parsed()) return print_plugins(effective);
+    if (keys_list->parsed()) return pa::run_keys_list(effective, stdout);
+    if (keys_show->parsed()) {
+      std::optional<std::string> user;
+      if (show_user_option->count() > 0) user = show_user;
+      return pa::run_keys_show(effective, show_device, user, stdout);
+    }
+    if (keys_verify->parsed()) return pa::run_keys_verify(effective, stdout);
+    if (send->parsed()) {
+      if (send_user_option->count() > 0) send_options.user = send_user;
+      if (send_encrypt->count() > 0) send_options.encrypt_pubkey = send_pubkey;
+      if (send_sign_option->count() > 0) send_options.sign_key = send_sign;
+      send_options.wait = std::chrono::seconds(send_wait);
+      pa::log_init(pa::LogLevel::warning);
+      return pa::run_send(effective, send_options, stdout, stderr);
+    }
     return run_daemon(effective);
   } catch (const pa::ConfigError& error) {
     std::fprintf(stderr, "provision-agent: %s\n", error.what());

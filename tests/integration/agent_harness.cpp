@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <sstream>
 
 namespace pa::test {
 
@@ -45,7 +46,9 @@ void Agent::start() {
   options.clean_env = true;
   options.log_file = logs_.file("agent.log");
   options.working_dir = root_.file("state");
-  process_.emplace(std::vector<std::string>{PA_AGENT_BINARY, "run"}, options);
+  auto command = agent_command();
+  command.push_back("run");
+  process_.emplace(command, options);
 }
 
 int Agent::stop(std::chrono::milliseconds timeout) {
@@ -74,6 +77,20 @@ std::string Agent::log() const {
 
 std::string Agent::device_dir(const std::string& device, const std::string& user) const {
   return user.empty() ? keys_dir() + "/" + device : keys_dir() + "/" + user + "/" + device;
+}
+
+std::vector<std::string> agent_command() {
+  std::vector<std::string> command;
+  std::istringstream emulator(PA_AGENT_EMULATOR);
+  for (std::string word; emulator >> word;) command.push_back(word);
+  command.push_back(PA_AGENT_BINARY);
+  return command;
+}
+
+std::string agent_shell_command() {
+  std::string line;
+  for (const auto& word : agent_command()) line += (line.empty() ? "" : " ") + shell_quote(word);
+  return line;
 }
 
 std::unique_ptr<MqttClient> make_observer(int port, MqttClientOptions options) {

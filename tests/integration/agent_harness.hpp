@@ -54,6 +54,12 @@ class Agent {
   std::optional<Process> process_;
 };
 
+// The command that runs the agent under test: PA_AGENT_EMULATOR's words first when it is not
+// empty (qemu-user for a cross build, CMAKE_CROSSCOMPILING_EMULATOR), then PA_AGENT_BINARY.
+std::vector<std::string> agent_command();
+// The same command as shell words for run_command().
+std::string agent_shell_command();
+
 // A test client subscribed to responses, public keys and agent status messages.
 std::unique_ptr<MqttClient> make_observer(int port, MqttClientOptions options = {});
 

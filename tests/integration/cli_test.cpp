@@ -14,7 +14,7 @@ CommandResult run_agent(const std::string& arguments, const std::map<std::string
                         const std::string& redirect = "2>&1") {
   std::string command = "env -i PATH=/usr/bin:/bin";
   for (const auto& [name, value] : env) command += " " + shell_quote(name + "=" + value);
-  return run_command(command + " " + shell_quote(PA_AGENT_BINARY) + " " + arguments + " " +
+  return run_command(command + " " + agent_shell_command() + " " + arguments + " " +
                      redirect);
 }
 

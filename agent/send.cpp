@@ -1,0 +1,384 @@
+#include "send.hpp"
+
+#include <fmt/format.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <unistd.h>
+
+#include <cryptopp/osrng.h>
+
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <set>
+#include <system_error>
+
+#include "envelope.hpp"
+#include "keystore/file_util.hpp"
+#include "keystore/identifier.hpp"
+#include "mqtt_session.hpp"
+#include "request.hpp"
+
+namespace pa {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Received {
+  std::string topic;
+  std::string payload;
+  bool retained = false;
+};
+
+// A short-lived client on the calling thread: connect, subscribe, publish, collect messages.
+class SendClient {
+ public:
+  explicit SendClient(const Config& config) : config_(config) {
+    static const int init = mosquitto_lib_init();
+    (void)init;
+    // A client id of its own: reusing the daemon's would take its session over.
+    const std::string id = fmt::format("{}-send-{}", config.mqtt_client_id, ::getpid());
+    client_.reset(mosquitto_new(id.c_str(), true, this));
+    if (!client_) throw std::runtime_error("cannot create an MQTT client");
+    mosquitto_int_option(
+        client_.get(), MOSQ_OPT_PROTOCOL_VERSION,
+        config.mqtt_protocol == MqttProtocol::v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    mosquitto_connect_callback_set(client_.get(), &SendClient::on_connect);
+    mosquitto_subscribe_callback_set(client_.get(), &SendClient::on_subscribe);
+    mosquitto_publish_callback_set(client_.get(), &SendClient::on_publish);
+    mosquitto_message_callback_set(client_.get(), &SendClient::on_message);
+    if (config.mqtt_user)
+      mosquitto_username_pw_set(client_.get(), config.mqtt_user->c_str(),
+                                config.mqtt_password ? config.mqtt_password->c_str() : nullptr);
+    if (config.mqtt_use_tls) set_tls();
+  }
+  ~SendClient() {
+    if (!ca_file_.empty()) ::unlink(ca_file_.c_str());
+  }
+
+  // Connects and waits for the CONNACK; the reason on failure.
+  std::optional<std::string> connect(Clock::time_point deadline) {
+    const int rc = mosquitto_connect(client_.get(), config_.mqtt_host.c_str(), config_.mqtt_port,
+                                     config_.mqtt_keepalive);
+    if (rc != MOSQ_ERR_SUCCESS)
+      return fmt::format("broker {}:{} unreachable: {}", config_.mqtt_host, config_.mqtt_port,
+                         rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+    if (!loop_until([&] { return connack_.has_value(); }, deadline))
+      return fmt::format("no answer from broker {}:{}", config_.mqtt_host, config_.mqtt_port);
+    if (*connack_ != 0)
+      return fmt::format("broker {}:{} refused the connection: {}", config_.mqtt_host,
+                         config_.mqtt_port, mosquitto_connack_string(*connack_));
+    return std::nullopt;
+  }
+
+  bool subscribe(const std::vector<std::string>& topics, Clock::time_point deadline) {
+    for (const std::string& topic : topics) {
+      int mid = 0;
+      if (mosquitto_subscribe(client_.get(), &mid, topic.c_str(), 1) != MOSQ_ERR_SUCCESS)
+        return false;
+      pending_.insert(mid);
+    }
+    return loop_until([&] { return pending_.empty(); }, deadline);
+  }
+
+  bool publish(const std::string& topic, const std::string& payload) {
+    int mid = 0;
+    if (mosquitto_publish(client_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()),
+                          payload.data(), 1, false) != MOSQ_ERR_SUCCESS)
+      return false;
+    pending_.insert(mid);
+    return true;
+  }
+
+  bool flush(Clock::time_point deadline) {
+    return loop_until([&] { return pending_.empty(); }, deadline);
+  }
+
+  template <class Done>
+  bool loop_until(Done done, Clock::time_point deadline) {
+    while (!done()) {
+      if (Clock::now() >= deadline || failed_) return false;
+      if (mosquitto_loop(client_.get(), 100, 1) != MOSQ_ERR_SUCCESS) failed_ = true;
+    }
+    return true;
+  }
+
+  const std::vector<Received>& received() const { return received_; }
+
+  void disconnect() {
+    mosquitto_disconnect(client_.get());
+    mosquitto_loop(client_.get(), 50, 1);
+  }
+
+ private:
+  void set_tls() {
+    std::optional<std::string> ca = config_.mqtt_ca_certs;
+    if (!ca && config_.inline_ca_pem) {
+      char path[] = "/tmp/provision-agent-send-ca-XXXXXX";
+      keystore::UniqueFd fd(::mkstemp(path));
+      const std::string& pem = *config_.inline_ca_pem;
+      if (!fd || ::write(fd.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size()))
+        throw std::runtime_error("cannot write the broker-config caCert to a temporary file");
+      ca_file_ = path;
+      ca = ca_file_;
+    }
+    if (!ca) mosquitto_int_option(client_.get(), MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    if (mosquitto_tls_set(client_.get(), ca ? ca->c_str() : nullptr,
+                          ca ? nullptr : "/etc/ssl/certs",
+                          config_.mqtt_certfile ? config_.mqtt_certfile->c_str() : nullptr,
+                          config_.mqtt_keyfile ? config_.mqtt_keyfile->c_str() : nullptr,
+                          nullptr) != MOSQ_ERR_SUCCESS)
+      throw ConfigError(fmt::format("invalid MQTT_CA_CERTS=\"{}\"", ca.value_or("system")));
+    if (config_.mqtt_tls_insecure) mosquitto_tls_insecure_set(client_.get(), true);
+  }
+
+  static void on_connect(mosquitto*, void* self, int rc) {
+    static_cast<SendClient*>(self)->connack_ = rc;
+  }
+  static void on_subscribe(mosquitto*, void* self, int mid, int, const int*) {
+    static_cast<SendClient*>(self)->pending_.erase(mid);
+  }
+  static void on_publish(mosquitto*, void* self, int mid) {
+    static_cast<SendClient*>(self)->pending_.erase(mid);
+  }
+  static void on_message(mosquitto*, void* self, const mosquitto_message* message) {
+    Received received{message->topic, {}, message->retain};
+    if (message->payloadlen > 0)
+      received.payload.assign(static_cast<const char*>(message->payload),
+                              static_cast<std::size_t>(message->payloadlen));
+    static_cast<SendClient*>(self)->received_.push_back(std::move(received));
+  }
+
+  const Config& config_;
+  mqtt::MosquittoHandle client_;
+  std::string ca_file_;
+  std::optional<int> connack_;
+  std::set<int> pending_;
+  std::vector<Received> received_;
+  bool failed_ = false;
+};
+
+std::string random_id() {
+  CryptoPP::AutoSeededRandomPool rng;
+  CryptoPP::byte bytes[8];
+  rng.GenerateBlock(bytes, sizeof bytes);
+  std::string id = "send-";
+  for (CryptoPP::byte b : bytes) id += fmt::format("{:02x}", b);
+  return id;
+}
+
+std::string request_json(const SendOptions& options, const std::string& device,
+                         const std::string& request_id) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("device_id");
+  w.String(device.c_str());
+  w.Key("action");
+  w.String(options.action.c_str());
+  if (options.user) {
+    w.Key("user_id");
+    w.String(options.user->c_str());
+  }
+  w.Key("request_id");
+  w.String(request_id.c_str());
+  w.Key("ts");
+  w.Int64(static_cast<std::int64_t>(std::time(nullptr)));
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+std::string json_member(const rapidjson::Value& object, const char* name) {
+  if (!object.IsObject()) return {};
+  auto it = object.FindMember(name);
+  return it != object.MemberEnd() && it->value.IsString()
+             ? std::string(it->value.GetString(), it->value.GetStringLength())
+             : std::string();
+}
+
+// The agent's public key from its retained status message.
+std::optional<std::string> agent_public_key(const std::vector<Received>& received,
+                                            const std::string& topic) {
+  for (auto it = received.rbegin(); it != received.rend(); ++it) {
+    if (it->topic != topic) continue;
+    rapidjson::Document doc;
+    doc.Parse(it->payload.data(), it->payload.size());
+    const std::string key = json_member(doc, "public_key");
+    if (!key.empty()) return key;
+  }
+  return std::nullopt;
+}
+
+bool publishes_key(const std::string& action) {
+  const std::string canonical = canonical_action(action);
+  return canonical == kActionGenerate || canonical == kActionUpdate ||
+         canonical == kActionPublishKey;
+}
+
+struct Pending {
+  std::string device;
+  std::string request_id;
+  std::optional<std::string> response;  // payload
+  bool ok = false;
+  std::optional<std::string> key;  // payload
+};
+
+}  // namespace
+
+int run_send(const Config& config, const SendOptions& options, std::FILE* out, std::FILE* err) {
+  auto fail = [&](int code, const std::string& text) {
+    std::fprintf(err, "provision-agent send: %s\n", text.c_str());
+    return code;
+  };
+  for (const std::string& device : options.devices)
+    if (!keystore::is_valid_identifier(device))
+      return fail(kExitConfig, fmt::format("invalid device id \"{}\"", device));
+  if (options.user && !keystore::is_valid_identifier(*options.user))
+    return fail(kExitConfig, fmt::format("invalid user id \"{}\"", *options.user));
+  if (options.sign_key && !options.encrypt_pubkey && !options.encrypt_to_agent)
+    return fail(kExitConfig,
+                "--sign needs --encrypt or --encrypt-to-agent (the signature covers the "
+                "ciphertext)");
+  if (options.mode != "EAX" && options.mode != "GCM")
+    return fail(kExitConfig, fmt::format("invalid --mode \"{}\": EAX or GCM", options.mode));
+
+  std::string public_pem;
+  std::string sign_pem;
+  try {
+    if (options.encrypt_pubkey) public_pem = keystore::read_file(*options.encrypt_pubkey);
+    if (options.sign_key) sign_pem = keystore::read_file(*options.sign_key);
+  } catch (const std::system_error& error) {
+    return fail(kExitConfig, fmt::format("cannot read a key file: {}", error.what()));
+  }
+  struct WipeOnReturn {
+    std::string& text;
+    ~WipeOnReturn() { e2ee::wipe(text); }
+  } wipe_sign_key{sign_pem};
+
+  const auto wait = options.wait.count() > 0 ? options.wait : std::chrono::seconds(10);
+  const auto deadline = Clock::now() + wait;
+  SendClient client(config);
+  if (auto problem = client.connect(deadline)) return fail(1, *problem);
+
+  const std::string& base = config.provision_topic_base;
+  const std::string status = fmt::format("{}/agents/{}/status", base, config.mqtt_client_id);
+  std::vector<std::string> topics;
+  if (options.wait.count() > 0)
+    for (const std::string& device : options.devices) {
+      topics.push_back(fmt::format("{}/{}/response", base, device));
+      topics.push_back(fmt::format("{}/{}/public", config.keys_topic_base, device));
+    }
+  if (options.encrypt_to_agent) topics.push_back(status);
+  if (!client.subscribe(topics, deadline))
+    return fail(1,
+                "the broker did not confirm the "
+                "subscriptions");
+
+  if (options.encrypt_to_agent) {
+    // The retained status arrives right after the subscription is granted.
+    client.loop_until([&] { return agent_public_key(client.received(), status).has_value(); },
+                      std::min(deadline, Clock::now() + std::chrono::seconds(3)));
+    auto key = agent_public_key(client.received(), status);
+    if (!key)
+      return fail(1, fmt::format("no agent public key in the retained status on {} (is the agent "
+                                 "running with MQTT_CLIENT_ID={}?)",
+                                 status, config.mqtt_client_id));
+    public_pem = *key;
+  }
+
+  std::vector<Pending> pending;
+  for (const std::string& device : options.devices) {
+    Pending entry{device, random_id(), {}, false, {}};
+    std::string payload = request_json(options, device, entry.request_id);
+    if (options.encrypt_pubkey || options.encrypt_to_agent) {
+      try {
+        e2ee::SealOptions seal;
+        seal.mode = options.mode;
+        Envelope envelope = e2ee::seal_envelope(payload, public_pem, seal);
+        if (options.sign_key) e2ee::sign_envelope(envelope, sign_pem);
+        e2ee::wipe(payload);
+        payload = e2ee::envelope_json(envelope);
+      } catch (const std::exception& error) {
+        return fail(kExitConfig, fmt::format("cannot encrypt or sign: {}", error.what()));
+      }
+    }
+    if (!client.publish(fmt::format("{}/{}/request", base, device), payload))
+      return fail(1, fmt::format("cannot publish the request for {}", device));
+    pending.push_back(std::move(entry));
+  }
+  if (!client.flush(deadline)) return fail(1, "the broker did not acknowledge every request");
+  if (options.wait.count() == 0) {
+    for (const Pending& entry : pending)
+      std::fprintf(out, "%s sent %s\n", entry.device.c_str(), entry.request_id.c_str());
+    client.disconnect();
+    return 0;
+  }
+
+  const bool want_key = publishes_key(options.action);
+  std::size_t seen = 0;
+  auto collect = [&] {
+    const auto& received = client.received();
+    for (; seen < received.size(); ++seen) {
+      const Received& message = received[seen];
+      if (message.retained) continue;  // an earlier key, not this request's
+      rapidjson::Document doc;
+      doc.Parse(message.payload.data(), message.payload.size());
+      for (Pending& entry : pending) {
+        if (message.topic == fmt::format("{}/{}/response", base, entry.device)) {
+          // A request refused before it could be read (decrypt_failed, unauthorized) is answered
+          // without its request_id: it is this device's, as only one request per device is out.
+          const bool unread = !doc.HasParseError() && doc.IsObject() &&
+                              !doc.HasMember("request_id") && !entry.response;
+          if (json_member(doc, "request_id") != entry.request_id && !unread) continue;
+          entry.response = message.payload;
+          entry.ok = json_member(doc, "status") == "ok";
+        } else if (message.topic ==
+                   fmt::format("{}/{}/public", config.keys_topic_base, entry.device)) {
+          // json key format carries the request id; pem format is the bare key text.
+          if (!doc.HasParseError() ? json_member(doc, "request_id") == entry.request_id
+                                   : !message.payload.empty())
+            entry.key = message.payload;
+        }
+      }
+    }
+    for (const Pending& entry : pending)
+      if (!entry.response || (entry.ok && want_key && !entry.key)) return false;
+    return true;
+  };
+  client.loop_until(collect, deadline);
+  client.disconnect();
+
+  int status_code = 0;
+  for (const Pending& entry : pending) {
+    if (!entry.response) {
+      std::fprintf(err, "provision-agent send: %s: no response within %lld s (request_id %s)\n",
+                   entry.device.c_str(), static_cast<long long>(wait.count()),
+                   entry.request_id.c_str());
+      status_code = 1;
+      continue;
+    }
+    std::fprintf(out, "%s response %s\n", entry.device.c_str(), entry.response->c_str());
+    if (entry.key) std::fprintf(out, "%s key %s\n", entry.device.c_str(), entry.key->c_str());
+    if (!entry.ok) {
+      rapidjson::Document doc;
+      doc.Parse(entry.response->c_str());
+      const auto error = doc.IsObject() && doc.HasMember("error") ? &doc["error"] : nullptr;
+      std::fprintf(err, "provision-agent send: %s: %s: %s\n", entry.device.c_str(),
+                   error ? json_member(*error, "code").c_str() : "error",
+                   error ? json_member(*error, "message").c_str() : "");
+      status_code = 1;
+    } else if (want_key && !entry.key) {
+      std::fprintf(err, "provision-agent send: %s: no public key published within %lld s\n",
+                   entry.device.c_str(), static_cast<long long>(wait.count()));
+      status_code = 1;
+    }
+  }
+  std::fflush(out);
+  return status_code;
+}
+
+}  // namespace pa

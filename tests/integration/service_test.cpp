@@ -1,0 +1,460 @@
+// The agent as a systemd service (SPEC section 8): sd_notify READY/STATUS/WATCHDOG/STOPPING read
+// from a real notify socket, native journal entries under a real systemd-journald, no secret in
+// any log line, and the exit statuses systemd's Restart= and RestartPreventExitStatus= rely on.
+#include <gtest/gtest.h>
+#include <sys/poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "agent_harness.hpp"
+
+namespace pa::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One datagram from the agent, e.g. "READY=1\nSTATUS=...", and when it arrived.
+struct Notification {
+  std::string text;
+  Clock::time_point at;
+};
+
+// The value of `name` in a notification ("" when absent): STATUS, READY, WATCHDOG, STOPPING.
+std::string notify_field(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(name + "=", 0) == 0) return line.substr(name.size() + 1);
+  return {};
+}
+
+// What systemd listens on for sd_notify(): an AF_UNIX datagram socket, here in a temporary folder.
+class NotifySocket {
+ public:
+  using Predicate = std::function<bool(const Notification&)>;
+
+  NotifySocket() : path_(dir_.file("notify")) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path_.size() >= sizeof address.sun_path) throw std::runtime_error("socket path too long");
+    std::memcpy(address.sun_path, path_.c_str(), path_.size() + 1);
+    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+      throw std::runtime_error(fmt::format("bind {}: {}", path_, std::strerror(errno)));
+  }
+  ~NotifySocket() { ::close(fd_); }
+  NotifySocket(const NotifySocket&) = delete;
+  NotifySocket& operator=(const NotifySocket&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // The first notification (received earlier or within `timeout`) that satisfies `predicate`.
+  std::optional<Notification> wait_for(const Predicate& predicate,
+                                       std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    std::size_t checked = 0;
+    for (;;) {
+      for (; checked < received_.size(); ++checked)
+        if (predicate(received_[checked])) return received_[checked];
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      receive(left);
+    }
+  }
+
+  // Everything that arrives within `duration`, added to received().
+  void collect(std::chrono::milliseconds duration) {
+    const auto deadline = Clock::now() + duration;
+    for (auto left = duration; left.count() > 0;
+         left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()))
+      receive(left);
+  }
+
+  const std::vector<Notification>& received() const { return received_; }
+  std::string transcript() const {
+    std::string text;
+    for (const auto& notification : received_) text += "[" + notification.text + "]\n";
+    return text;
+  }
+
+ private:
+  // Waits up to `timeout` for datagrams and records what is there.
+  void receive(std::chrono::milliseconds timeout) {
+    pollfd descriptor{fd_, POLLIN, 0};
+    if (::poll(&descriptor, 1, static_cast<int>(timeout.count())) <= 0) return;
+    char buffer[4096];
+    for (;;) {
+      const ssize_t size = ::recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
+      if (size < 0) return;
+      received_.push_back({std::string(buffer, static_cast<std::size_t>(size)), Clock::now()});
+    }
+  }
+
+  TempDir dir_;
+  std::string path_;
+  int fd_ = -1;
+  std::vector<Notification> received_;
+};
+
+bool is_ready(const Notification& n) {
+  return notify_field(n.text, "READY") == "1";
+}
+bool is_watchdog(const Notification& n) {
+  return notify_field(n.text, "WATCHDOG") == "1";
+}
+bool is_stopping(const Notification& n) {
+  return notify_field(n.text, "STOPPING") == "1";
+}
+NotifySocket::Predicate status_has(const std::string& part) {
+  return [part](const Notification& n) {
+    return notify_field(n.text, "STATUS").find(part) != std::string::npos;
+  };
+}
+
+bool is_online(const Message& message, const Agent& agent) {
+  auto json = parse_json(message.payload);
+  return !json.HasParseError() && json_string(json, "status") == "online" &&
+         json_string(json, "agent_id") == agent.client_id();
+}
+
+// The retained status a client subscribing now receives.
+std::optional<Message> retained_status(int port, const Agent& agent,
+                                       MqttClientOptions options = {}) {
+  MqttClient late(port, std::move(options));
+  late.subscribe(agent.status_topic());
+  return late.wait_for(agent.status_topic(), 5s);
+}
+
+// The environment agent_harness.hpp's Agent gives, for tests that start the binary themselves
+// (through a wrapper, or to send it a signal by its PID).
+ProcessOptions agent_options(int port, const TempDir& root, const std::string& client_id,
+                             std::map<std::string, std::string> extra = {}) {
+  ProcessOptions options;
+  options.clean_env = true;
+  options.env = {
+      {"MQTT_HOST", "127.0.0.1"},
+      {"MQTT_PORT", std::to_string(port)},
+      {"MQTT_CLIENT_ID", client_id},
+      {"PROVISION_KEYS_DIR", root.file("sensor_keys")},
+      {"PROVISION_PLUGIN_DIR", PA_PLUGIN_BUILD_DIR},
+      {"PROVISION_KEY_TYPE", "ec-p256"},
+      {"PROVISION_E2EE_POLICY", "off"},
+      {"LOG_LEVEL", "info"},
+  };
+  for (auto& [name, value] : extra) options.env[name] = value;
+  options.working_dir = root.path();
+  return options;
+}
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(100ms);
+  }
+  return true;
+}
+
+TEST(ServiceNotify, ReadyOnlyOnceSubscribedAndAnnounced) {
+  Broker broker;
+  broker.stop();  // its port is known, but nobody listens yet: a Pi booting before its network
+  NotifySocket notify;
+  Agent agent(broker.port(), {{"NOTIFY_SOCKET", notify.path()}});
+  agent.start();
+
+  // The fallback is 30 s: without a broker there is no READY in the first seconds, and STATUS=
+  // says why.
+  EXPECT_FALSE(notify.wait_for(is_ready, 4s)) << notify.transcript();
+  EXPECT_TRUE(notify.wait_for(status_has("still trying to reach the broker"), 1s))
+      << notify.transcript();
+
+  broker.start();
+  auto ready = notify.wait_for(is_ready, 40s);
+  ASSERT_TRUE(ready) << "no READY=1 after the broker came up\n" << notify.transcript();
+  // The broker stores a retained message before it acknowledges it, and READY waits for that
+  // acknowledgement: whoever is told "ready" finds the agent announced.
+  auto status = retained_status(broker.port(), agent);
+  ASSERT_TRUE(status) << "no retained status when READY=1 arrived";
+  EXPECT_TRUE(is_online(*status, agent)) << status->payload;
+  EXPECT_NE(notify_field(ready->text, "STATUS").find("connected to broker"), std::string::npos)
+      << ready->text;
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST(ServiceNotify, StatusWatchdogAndStopping) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  NotifySocket notify;
+  // WATCHDOG_USEC as systemd sets it for WatchdogSec=2: the agent pings every second.
+  Agent agent(broker.port(), {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "2000000"}});
+  agent.start();
+  auto ready = notify.wait_for(is_ready, 20s);
+  ASSERT_TRUE(ready) << notify.transcript();
+  auto status = retained_status(broker.port(), agent);
+  ASSERT_TRUE(status && is_online(*status, agent)) << "READY=1 before the online status";
+  const std::string ready_status = notify_field(ready->text, "STATUS");
+  EXPECT_NE(ready_status.find(fmt::format("connected to broker 127.0.0.1:{}", broker.port())),
+            std::string::npos)
+      << ready_status;
+  EXPECT_NE(ready_status.find("0 request(s) served"), std::string::npos) << ready_status;
+
+  observer->publish("provision/svc01/request", R"({"request_id":"svc-ok"})");
+  auto ok = wait_response(*observer, "svc01", "svc-ok");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(json_string(parse_json(ok->payload), "status"), "ok") << ok->payload;
+  EXPECT_TRUE(notify.wait_for(status_has("1 request(s) served"), 10s)) << notify.transcript();
+
+  observer->publish("provision/svc02/request", R"({"request_id":"svc-bad","device_id":"other"})");
+  auto bad = wait_response(*observer, "svc02", "svc-bad");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(error_code(parse_json(bad->payload)), "device_mismatch") << bad->payload;
+  // The error is logged before the worker counts the request: wait for a line with both.
+  auto error_status = notify.wait_for(
+      [](const Notification& n) {
+        return status_has("last error: device_mismatch for svc02")(n) &&
+               status_has("2 request(s) served")(n);
+      },
+      10s);
+  EXPECT_TRUE(error_status) << notify.transcript();
+
+  // Pings at half the watchdog interval, from the event loop, for as long as it turns.
+  const std::size_t before = notify.received().size();
+  notify.collect(3500ms);
+  std::size_t pings = 0;
+  for (std::size_t i = before; i < notify.received().size(); ++i)
+    if (is_watchdog(notify.received()[i])) ++pings;
+  EXPECT_GE(pings, 3u) << notify.transcript();
+  EXPECT_LE(pings, 5u) << "pings faster than half the interval\n" << notify.transcript();
+
+  EXPECT_EQ(agent.stop(), 0) << "SIGTERM is a clean stop";
+  EXPECT_TRUE(notify.wait_for(is_stopping, 2s)) << notify.transcript();
+}
+
+TEST(ServiceNotify, ReadyAfterFallbackWhenBrokerUnreachable) {
+  const int port = free_port();  // nothing listens there
+  NotifySocket notify;
+  // PA_READY_FALLBACK_SECONDS shortens SPEC section 8's 30 s for this test only.
+  Agent agent(port, {{"NOTIFY_SOCKET", notify.path()}, {"PA_READY_FALLBACK_SECONDS", "3"}});
+  const auto started = Clock::now();
+  agent.start();
+  auto ready = notify.wait_for(is_ready, 20s);
+  ASSERT_TRUE(ready) << "no READY=1 after the fallback\n" << notify.transcript();
+  EXPECT_GE(ready->at - started, 2500ms) << "READY=1 before the fallback time";
+  const std::string status = notify_field(ready->text, "STATUS");
+  EXPECT_NE(status.find("still trying to reach the broker"), std::string::npos) << status;
+  EXPECT_NE(status.find(fmt::format("127.0.0.1:{}", port)), std::string::npos) << status;
+  EXPECT_EQ(agent.stop(), 0);
+  EXPECT_TRUE(notify.wait_for(is_stopping, 2s)) << notify.transcript();
+}
+
+// ---------------------------------------------------------------------------------------------
+// journald
+
+std::vector<rapidjson::Document> read_journal(const std::string& path) {
+  std::vector<rapidjson::Document> entries;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    entries.push_back(parse_json(line));
+  }
+  return entries;
+}
+
+// The entry that reports the outcome of a request (plugins log about it too, without OUTCOME).
+const rapidjson::Document* outcome_entry(const std::vector<rapidjson::Document>& entries,
+                                         const std::string& request_id) {
+  for (const auto& entry : entries)
+    if (!entry.HasParseError() && json_string(entry, "REQUEST_ID") == request_id &&
+        json_has(entry, "OUTCOME"))
+      return &entry;
+  return nullptr;
+}
+
+std::string journald_unavailable() {
+  if (::geteuid() != 0) return "needs root for a private mount namespace";
+  if (::access("/lib/systemd/systemd-journald", X_OK) != 0)
+    return "/lib/systemd/systemd-journald is missing (scripts/deps.sh installs systemd)";
+  if (run_command("unshare --mount --fork true").exit_code != 0)
+    return "unshare --mount is not permitted here";
+  return {};
+}
+
+TEST(ServiceJournal, NativeEntriesCarryTheRequestFields) {
+  if (const std::string why = journald_unavailable(); !why.empty()) GTEST_SKIP() << why;
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  TempDir root;
+  TempDir work;
+  const std::string client_id = unique_name("pa-it-journal-");
+  // PA_DEVICE: for the script's journalctl DEVICE_ID=pH01.
+  ProcessOptions options = agent_options(broker.port(), root, client_id, {{"PA_DEVICE", "pH01"}});
+  options.log_file = work.file("session.log");
+  Process session({"/usr/bin/unshare", "--mount", "--fork", "--kill-child=SIGTERM", "/bin/sh",
+                   PA_SERVICE_SCRIPT_DIR "/journald_session.sh", work.path(), PA_AGENT_BINARY},
+                  options);
+
+  const std::string status_topic = "provision/agents/" + client_id + "/status";
+  ASSERT_TRUE(observer->wait_for(status_topic, kOnlineTimeout))
+      << "the agent under journald never came online\n"
+      << read_file(work.file("session.log"));
+  observer->publish("provision/pH01/request", R"({"request_id":"jr-ok","user_id":"u7"})");
+  auto ok = wait_response(*observer, "pH01", "jr-ok");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(json_string(parse_json(ok->payload), "status"), "ok") << ok->payload;
+  observer->publish("provision/pH01/request", R"({"request_id":"jr-bad","device_id":"pH02"})");
+  auto bad = wait_response(*observer, "pH01", "jr-bad");
+  ASSERT_TRUE(bad);
+
+  write_file(work.file("stop"), "");
+  auto exit = session.wait_exit(60s);
+  ASSERT_TRUE(exit) << "the journald session did not end\n" << read_file(work.file("session.log"));
+  ASSERT_EQ(*exit, 0) << read_file(work.file("session.log"));
+  EXPECT_EQ(read_file(work.file("agent.exit")), "0\n") << "SIGTERM under journald";
+
+  // journalctl DEVICE_ID=pH01 finds the native entries (a stderr line would carry no field).
+  const auto entries = read_journal(work.file("device.json"));
+  const std::string all = read_file(work.file("journal.json"));
+  ASSERT_FALSE(entries.empty()) << "journalctl DEVICE_ID=pH01 found nothing; the journal:\n" << all;
+  const rapidjson::Document* served = outcome_entry(entries, "jr-ok");
+  ASSERT_NE(served, nullptr) << all;
+  EXPECT_EQ(json_string(*served, "_TRANSPORT"), "journal") << "not a native entry";
+  EXPECT_EQ(json_string(*served, "SYSLOG_IDENTIFIER"), "provision-agent");
+  EXPECT_EQ(json_string(*served, "DEVICE_ID"), "pH01");
+  EXPECT_EQ(json_string(*served, "USER_ID"), "u7");
+  EXPECT_EQ(json_string(*served, "ACTION"), "generate_and_publish_key");
+  EXPECT_EQ(json_string(*served, "OUTCOME"), "ok");
+  EXPECT_EQ(json_string(*served, "PRIORITY"), "6");
+  EXPECT_FALSE(json_has(*served, "ERROR_CODE"));
+
+  const rapidjson::Document* refused = outcome_entry(entries, "jr-bad");
+  ASSERT_NE(refused, nullptr) << all;
+  EXPECT_EQ(json_string(*refused, "OUTCOME"), "error");
+  EXPECT_EQ(json_string(*refused, "ERROR_CODE"), "device_mismatch");
+  EXPECT_EQ(json_string(*refused, "PRIORITY"), "4");
+
+  for (const auto& entry : entries)
+    EXPECT_EQ(json_string(entry, "DEVICE_ID"), "pH01") << "journalctl DEVICE_ID= did not filter";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+TEST(ServiceLogs, NoPasswordOrPrivateKeyInAnyLogLine) {
+  const std::string password = "s3cr3t-pw";
+  const std::map<std::string, std::string> credentials = {
+      {"MQTT_USER", "agent"}, {"MQTT_PASSWORD", password}, {"LOG_LEVEL", "debug"}};
+  auto leaks = [&](const std::string& log) {
+    return log.find(password) != std::string::npos || log.find("PRIVATE KEY") != std::string::npos;
+  };
+
+  // A broker that wants another password: refused, retried, logged.
+  Broker strict(BrokerOptions{false, std::make_pair(std::string("agent"), std::string("other-pw")),
+                              std::nullopt});
+  Agent refused(strict.port(), credentials);
+  refused.start();
+  EXPECT_TRUE(wait_until([&] { return refused.log().find("refused") != std::string::npos; }, 15s))
+      << "no refusal logged";
+  EXPECT_EQ(refused.stop(), 0);
+  EXPECT_FALSE(leaks(refused.log())) << refused.log();
+
+  // The right password: serve a key generation and a publish of the stored key.
+  Broker broker(BrokerOptions{false, std::make_pair(std::string("agent"), password), std::nullopt});
+  MqttClientOptions login;
+  login.username = "agent";
+  login.password = password;
+  auto observer = make_observer(broker.port(), login);
+  Agent agent(broker.port(), credentials);
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  observer->publish("provision/sec01/request", R"({"request_id":"sec-gen"})");
+  auto generated = wait_response(*observer, "sec01", "sec-gen");
+  ASSERT_TRUE(generated);
+  EXPECT_EQ(json_string(parse_json(generated->payload), "status"), "ok") << generated->payload;
+  observer->publish("provision/sec01/request",
+                    R"({"request_id":"sec-pub","action":"publish_key"})");
+  ASSERT_TRUE(wait_response(*observer, "sec01", "sec-pub"));
+  EXPECT_EQ(agent.stop(), 0);
+  EXPECT_NE(agent.log().find("sec-gen"), std::string::npos) << "the debug log is not the one read";
+  EXPECT_FALSE(leaks(agent.log())) << agent.log();
+
+  // TLS with a client key to a broker that speaks no TLS: handshake errors, logged.
+  TempDir tls_dir;
+  const TlsFiles tls = Broker::make_tls_files(tls_dir);
+  auto tls_credentials = credentials;
+  tls_credentials.insert({{"MQTT_USE_TLS", "true"},
+                          {"MQTT_CA_CERTS", tls.ca_cert},
+                          {"MQTT_CERTFILE", tls.server_cert},
+                          {"MQTT_KEYFILE", tls.server_key}});
+  Agent tls_agent(broker.port(), tls_credentials);
+  tls_agent.start();
+  EXPECT_TRUE(wait_until(
+      [&] { return tls_agent.log().find("retrying with back-off") != std::string::npos; }, 15s))
+      << "no TLS failure logged\n"
+      << tls_agent.log();
+  EXPECT_EQ(tls_agent.stop(), 0);
+  EXPECT_FALSE(leaks(tls_agent.log())) << tls_agent.log();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit statuses: 0 clean stop, 78 configuration error (systemd does not restart), 1 other fatal
+// error (systemd restarts after RestartSec=).
+
+TEST(ServiceExit, ZeroOnSigtermAndSigint) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port());
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  EXPECT_EQ(agent.stop(), 0);
+
+  // SIGINT, as Ctrl-C in a terminal sends it.
+  TempDir root;
+  const std::string client_id = unique_name("pa-it-sigint-");
+  Process interrupted({PA_AGENT_BINARY, "run"}, agent_options(broker.port(), root, client_id));
+  ASSERT_TRUE(observer->wait_for("provision/agents/" + client_id + "/status", kOnlineTimeout))
+      << interrupted.log();
+  interrupted.signal(SIGINT);
+  auto status = interrupted.wait_exit(15s);
+  ASSERT_TRUE(status) << "SIGINT did not stop the agent\n" << interrupted.log();
+  EXPECT_EQ(*status, 0) << interrupted.log();
+  EXPECT_NE(interrupted.log().find("stopped after serving"), std::string::npos)
+      << interrupted.log();
+}
+
+TEST(ServiceExit, SeventyEightOnAConfigurationError) {
+  Agent agent(free_port(), {{"MQTT_PORT", "not-a-port"}});
+  agent.start();
+  auto status = agent.wait_exit(15s);
+  ASSERT_TRUE(status) << "a bad configuration did not stop the agent";
+  EXPECT_EQ(*status, 78);
+  EXPECT_NE(agent.log().find("MQTT_PORT"), std::string::npos) << agent.log();
+}
+
+TEST(ServiceExit, OneOnAnotherFatalError) {
+  // Not a configuration error: 256 worker threads need about 2 GiB of stack address space and
+  // the system (here: ulimit -v 1 GiB) does not have it. systemd restarts after RestartSec=.
+  TempDir root;
+  Process agent(
+      {"/bin/sh", "-c", "ulimit -s 8192 && ulimit -v 1048576 && exec \"$0\" run", PA_AGENT_BINARY},
+      agent_options(free_port(), root, unique_name("pa-it-fatal-"),
+                    {{"PROVISION_WORKERS", "256"}}));
+  auto status = agent.wait_exit(30s);
+  ASSERT_TRUE(status) << agent.log();
+  EXPECT_EQ(*status, 1) << agent.log();
+  EXPECT_NE(agent.log().find("cannot start 256 worker thread(s)"), std::string::npos)
+      << agent.log();
+}
+
+}  // namespace
+}  // namespace pa::test

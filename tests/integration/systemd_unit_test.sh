@@ -1,0 +1,80 @@
+#!/bin/sh
+# ctest "systemd_unit": systemd/provision-agent.service has what SPEC section 8 asks, passes
+# `systemd-analyze verify`, and `systemd-analyze security` rates its exposure 2.0 or lower;
+# systemd/agent.env lists every configuration variable, and its defaults are values the agent
+# accepts. Usage: systemd_unit_test.sh SOURCE_DIR AGENT_BINARY
+set -u
+src=$1
+agent=$2
+unit=$src/systemd/provision-agent.service
+env_file=$src/systemd/agent.env
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# The unit's contract, line by line.
+for line in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=30' \
+  'ExecStart=/usr/bin/provision-agent run' 'EnvironmentFile=-/etc/provision-agent/agent.env' \
+  'StateDirectory=provision-agent' 'StateDirectoryMode=0700' 'User=provision-agent' \
+  'Group=provision-agent' 'Restart=always' 'RestartSec=10' 'RestartPreventExitStatus=78' \
+  'After=network-online.target time-sync.target' 'Wants=network-online.target' \
+  'WantedBy=multi-user.target' 'ProtectSystem=strict' 'UMask=0077'; do
+  grep -qxF "$line" "$unit" || fail "$unit lacks the line: $line"
+done
+
+# verify needs the ExecStart binary to exist: a copy that runs the build tree's agent.
+sed "s|^ExecStart=/usr/bin/provision-agent run\$|ExecStart=$agent run|" "$unit" \
+  >"$work/provision-agent.service"
+verify=$(systemd-analyze verify "$work/provision-agent.service" 2>&1)
+status=$?
+if [ $status -ne 0 ] || [ -n "$verify" ]; then
+  fail "systemd-analyze verify (exit $status): $verify"
+else
+  echo "ok: systemd-analyze verify is clean"
+fi
+
+# --threshold counts tenths: 20 is an exposure of 2.0.
+security=$(systemd-analyze security --offline=true --threshold=20 --no-pager \
+  "$work/provision-agent.service" 2>&1)
+status=$?
+score=$(printf '%s\n' "$security" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security --offline=true: exposure ${score:-unknown}"
+if [ $status -ne 0 ] || [ -z "$score" ]; then
+  printf '%s\n' "$security" | grep '✗'
+  fail "exposure ${score:-unknown} is above 2.0 (systemd-analyze exit $status)"
+fi
+
+# agent.env: every variable `provision-agent config` knows, each as a commented default.
+env -i PATH="$PATH" "$agent" config >"$work/config.txt" 2>&1 ||
+  fail "provision-agent config failed: $(cat "$work/config.txt")"
+sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$work/config.txt" | sort >"$work/known"
+sed -n 's/^#\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$env_file" | sort >"$work/listed"
+[ -s "$work/known" ] || fail "provision-agent config printed no variables"
+missing=$(comm -23 "$work/known" "$work/listed")
+extra=$(comm -13 "$work/known" "$work/listed")
+[ -z "$missing" ] || fail "agent.env does not list: $missing"
+[ -z "$extra" ] || fail "agent.env lists unknown variables: $extra"
+
+# Every value shown is the built-in default, and uncommenting them all gives a configuration the
+# agent accepts and reads from the file.
+sed -n 's/^#\([A-Z_][A-Z0-9_]*=..*\)$/\1/p' "$env_file" >"$work/agent.env"
+while IFS='=' read -r name value; do
+  grep -qxF "$name=$value (default)" "$work/config.txt" ||
+    fail "agent.env shows $name=$value, the agent's default is: $(grep "^$name=" "$work/config.txt")"
+done <"$work/agent.env"
+if env -i PATH="$PATH" "$agent" config --env-file "$work/agent.env" >"$work/defaults.txt" 2>&1
+then
+  while IFS='=' read -r name value; do
+    grep -qxF "$name=$value (env-file)" "$work/defaults.txt" ||
+      fail "agent.env's $name=$value was not read from the file: $(grep "^$name=" "$work/defaults.txt")"
+  done <"$work/agent.env"
+else
+  fail "the defaults in agent.env are refused: $(cat "$work/defaults.txt")"
+fi
+
+[ $failures -eq 0 ] && echo "ok: unit and agent.env" && exit 0
+exit 1
