@@ -1,0 +1,93 @@
+// MQTT 5 (SPEC sections 2 and 3.3): with MQTT_PROTOCOL=5 the session still outlives the agent
+// (session expiry), and a request carrying a Response Topic and Correlation Data is also answered
+// there with the same correlation data. The requester is mosquitto_pub/mosquitto_sub speaking v5.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <thread>
+
+#include "agent_harness.hpp"
+
+namespace pa::test {
+namespace {
+
+std::string v5_publish(int port, const std::string& topic, const std::string& payload,
+                       const std::string& properties = "") {
+  return fmt::format("mosquitto_pub -V 5 -h 127.0.0.1 -p {} -q 1 -t {} -m {} {}", port,
+                     shell_quote(topic), shell_quote(payload), properties);
+}
+
+TEST(AgentMqtt5, AnswersOnTheResponseTopicWithTheCorrelationData) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port(), {{"MQTT_PROTOCOL", "5"}});
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+
+  // A v5 subscriber that prints topic | correlation data | payload: first a probe (proof that it
+  // has subscribed), then the reply.
+  TempDir dir;
+  const std::string reply_file = dir.file("reply.txt");
+  Process subscriber({"/bin/sh", "-c",
+                      fmt::format("exec mosquitto_sub -V 5 -h 127.0.0.1 -p {} -q 1 -t "
+                                  "server/replies/7 -t server/probe -F '%t|%D|%p' -C 2 -W 30 > {}",
+                                  broker.port(), shell_quote(reply_file))});
+  MqttClient prober(broker.port());
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (read_file(reply_file).find("server/probe") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    prober.publish("server/probe", "probe", 0);
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_NE(read_file(reply_file).find("server/probe"), std::string::npos)
+      << "the v5 subscriber never subscribed";
+
+  const auto sent = run_command(
+      v5_publish(broker.port(), "provision/v5dev/request", R"({"request_id":"v5-1","user_id":"7"})",
+                 "-D publish response-topic server/replies/7 -D publish correlation-data corr-42"));
+  ASSERT_EQ(sent.exit_code, 0) << sent.output;
+
+  auto response = wait_response(*observer, "v5dev", "v5-1");
+  ASSERT_TRUE(response) << agent.log();
+  EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok");
+
+  ASSERT_TRUE(subscriber.wait_exit(30s)) << "no reply on the Response Topic";
+  std::string reply = read_file(reply_file);
+  reply = reply.substr(reply.find('\n') + 1);  // drop the probe line
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  const auto first = reply.find('|'), second = reply.find('|', first + 1);
+  ASSERT_NE(second, std::string::npos) << reply;
+  EXPECT_EQ(reply.substr(0, first), "server/replies/7");
+  EXPECT_EQ(reply.substr(first + 1, second - first - 1), "corr-42");
+  auto body = parse_json(reply.substr(second + 1));
+  EXPECT_EQ(json_string(body, "request_id"), "v5-1");
+  EXPECT_EQ(json_string(body, "status"), "ok");
+  EXPECT_EQ(json_string(body, "device_id"), "v5dev");
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST(AgentMqtt5, SessionOutlivesTheAgent) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port(), {{"MQTT_PROTOCOL", "5"}});
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  EXPECT_EQ(agent.stop(), 0);
+
+  // With MQTT 5 a session ends at disconnect unless the client asked for an expiry interval.
+  for (int i = 0; i < 3; ++i)
+    observer->publish(fmt::format("provision/v5q{}/request", i),
+                      fmt::format(R"({{"request_id":"q-{}"}})", i));
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  for (int i = 0; i < 3; ++i) {
+    auto response = wait_response(*observer, fmt::format("v5q{}", i), fmt::format("q-{}", i));
+    ASSERT_TRUE(response) << "request " << i << " sent while the v5 agent was down was lost";
+    EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok");
+  }
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+}  // namespace
+}  // namespace pa::test
