@@ -1,8 +1,6 @@
 #include "agent.hpp"
 
 #include <fmt/format.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <chrono>
 #include <ctime>
@@ -10,6 +8,7 @@
 #include <system_error>
 #include <vector>
 
+#include "json_writer.hpp"
 #include "keystore/file_util.hpp"
 #include "log.hpp"
 
@@ -35,22 +34,14 @@ LogFields fields_of(const Outcome& outcome) {
 }
 
 std::string online_message(const Config& config, const std::string& agent_public_key) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  w.StartObject();
-  w.Key("status");
-  w.String("online");
-  w.Key("agent_id");
-  w.String(config.mqtt_client_id.c_str());
-  w.Key("version");
-  w.String(kVersion);
-  w.Key("started_at");
-  w.String(format_rfc3339(std::time(nullptr)).c_str());
-  // SPEC section 4: servers encrypt a device's first request to this key.
-  w.Key("public_key");
-  w.String(agent_public_key.data(), static_cast<rapidjson::SizeType>(agent_public_key.size()));
-  w.EndObject();
-  return buffer.GetString();
+  JsonObjectWriter json;
+  json.field("status", "online")
+      .field("agent_id", config.mqtt_client_id)
+      .field("version", kVersion)
+      .field("started_at", format_rfc3339(std::time(nullptr)))
+      // SPEC section 4: servers encrypt a device's first request to this key.
+      .field("public_key", agent_public_key);
+  return json.str();
 }
 
 }  // namespace
@@ -60,30 +51,21 @@ std::string status_topic(const Config& config) {
 }
 
 std::string response_message(const Outcome& outcome) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  auto field = [&](const char* name, const std::string& value) {
-    w.Key(name);
-    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-  };
-  w.StartObject();
-  if (outcome.request_id) field("request_id", *outcome.request_id);
-  field("device_id", outcome.device_id);
-  if (outcome.user_id) field("user_id", *outcome.user_id);
-  field("action", outcome.action);
-  field("status", outcome.error ? "error" : "ok");
-  w.Key("encrypted");
-  w.Bool(outcome.encrypted);
-  if (outcome.fingerprint && !outcome.error) field("fingerprint", *outcome.fingerprint);
+  JsonObjectWriter json;
+  json.optional_field("request_id", outcome.request_id)
+      .field("device_id", outcome.device_id)
+      .optional_field("user_id", outcome.user_id)
+      .field("action", outcome.action)
+      .field("status", outcome.error ? "error" : "ok")
+      .field("encrypted", outcome.encrypted);
+  if (outcome.fingerprint && !outcome.error) json.field("fingerprint", *outcome.fingerprint);
   if (outcome.error) {
-    w.Key("error");
-    w.StartObject();
-    field("code", to_string(outcome.error->code));
-    field("message", outcome.error->message);
-    w.EndObject();
+    json.begin_object("error")
+        .field("code", to_string(outcome.error->code))
+        .field("message", outcome.error->message)
+        .end_object();
   }
-  w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return json.str();
 }
 
 Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(config_)) {
@@ -238,28 +220,18 @@ std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
 
 void Agent::report_replay(const Request& request, const ReplayRefusal& refusal) {
   // As the original agent did: P/status/D/replay_blocked, QoS 1, not retained (SPEC section 3).
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  auto field = [&](const char* name, const std::string& value) {
-    w.Key(name);
-    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-  };
-  w.StartObject();
-  field("device_id", request.device_id);
-  field("reason", refusal.reason);
-  field("action", request.action);
-  if (request.request_id) field("request_id", *request.request_id);
-  if (request.nonce) field("nonce", *request.nonce);
-  if (request.ts) {
-    w.Key("ts");
-    w.Int64(*request.ts);
-  }
-  field("agent_id", config_.mqtt_client_id);
-  field("detected_at", format_rfc3339(std::time(nullptr)));
-  w.EndObject();
+  JsonObjectWriter json;
+  json.field("device_id", request.device_id)
+      .field("reason", refusal.reason)
+      .field("action", request.action)
+      .optional_field("request_id", request.request_id)
+      .optional_field("nonce", request.nonce);
+  if (request.ts) json.field("ts", *request.ts);
+  json.field("agent_id", config_.mqtt_client_id)
+      .field("detected_at", format_rfc3339(std::time(nullptr)));
   session_->publish(
       fmt::format("{}/status/{}/replay_blocked", config_.provision_topic_base, request.device_id),
-      std::string(buffer.GetString(), buffer.GetSize()), false);
+      json.str(), false);
 }
 
 Outcome Agent::serve(const InboundMessage& message) {

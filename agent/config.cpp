@@ -454,6 +454,8 @@ const std::vector<ConfigVariable>& config_variables() {
       {"PROVISION_RETAIN_KEYS", "--retain-keys", "publish public keys retained (default true)"},
       {"PROVISION_KEY_FORMAT", "--key-format",
        "published public key format: json or pem (default json)"},
+      {"PROVISION_EXEC_TIMEOUT", "--exec-timeout",
+       "seconds an exec plugin action may run before it is killed, 1..3600 (default 30)"},
       {"LOG_LEVEL", "--log-level", "debug, info, warning or error (default info)"},
   };
   return variables;
@@ -731,6 +733,7 @@ Config load_config(const ConfigInputs& inputs) {
   config.server_pubkey = read_optional(entries, "PROVISION_SERVER_PUBKEY");
   if (config.server_pubkey) require_readable("PROVISION_SERVER_PUBKEY", *config.server_pubkey);
   config.max_skew = read_int(entries, "PROVISION_MAX_SKEW", config.max_skew, 1, 86400);
+  config.exec_timeout = read_int(entries, "PROVISION_EXEC_TIMEOUT", config.exec_timeout, 1, 3600);
 
   if (const std::string* devices = given(entries, "PROVISION_DEVICES", "*")) {
     config.devices.clear();

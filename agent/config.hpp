@@ -87,6 +87,7 @@ struct Config {
   std::optional<std::string> agent_key;      // PROVISION_AGENT_KEY
   std::optional<std::string> server_pubkey;  // PROVISION_SERVER_PUBKEY
   int max_skew = 300;
+  int exec_timeout = 30;                     // seconds; the exec plugin's time limit per action
   std::vector<std::string> devices = {"*"};  // glob patterns
   bool retain_keys = true;
   KeyFormat key_format = KeyFormat::json;

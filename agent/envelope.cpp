@@ -10,11 +10,10 @@
 #include <cryptopp/osrng.h>
 #include <cryptopp/pssr.h>
 #include <cryptopp/sha.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <stdexcept>
 
+#include "json_writer.hpp"
 #include "keystore/key_pair.hpp"
 
 namespace pa::e2ee {
@@ -42,38 +41,24 @@ void set_why(std::string* why, const char* reason) {
   if (why) *why = reason;
 }
 
-// The DER inside "-----BEGIN <label>-----" ... "-----END <label>-----", for the first of `labels`
-// present. Debian's Crypto++ ships without the PEM pack. nullopt when none is there.
-std::optional<std::pair<std::string_view, SecByteBlock>> pem_der(
-    std::string_view pem, std::initializer_list<std::string_view> labels) {
-  for (std::string_view label : labels) {
-    const std::string begin = "-----BEGIN " + std::string(label) + "-----";
-    const std::string end = "-----END " + std::string(label) + "-----";
-    const std::size_t begin_at = pem.find(begin);
-    if (begin_at == std::string_view::npos) continue;
-    const std::size_t body_at = begin_at + begin.size();
-    const std::size_t end_at = pem.find(end, body_at);
-    if (end_at == std::string_view::npos) return std::nullopt;
-    std::string body;  // base64 of a private key: wiped below
-    body.reserve(end_at - body_at);
-    for (char c : pem.substr(body_at, end_at - body_at))
-      if (c != '\n' && c != '\r' && c != ' ' && c != '\t') body.push_back(c);
-    auto der = decode_base64(body);
-    wipe(body);
-    if (!der || der->empty()) return std::nullopt;
-    return std::make_pair(label, std::move(*der));
+// A key that is not there or not readable does not open an envelope: nullopt, not KeyError.
+std::optional<keystore::PemBlock> find_pem(std::string_view pem,
+                                           std::initializer_list<std::string_view> labels) {
+  try {
+    return keystore::pem_decode(pem, labels);
+  } catch (const KeyError&) {
+    return std::nullopt;
   }
-  return std::nullopt;
 }
 
 // An RSA private key from PKCS#8 or PKCS#1 PEM; nullopt for anything else (an EC device key).
 std::optional<CryptoPP::RSA::PrivateKey> rsa_private_key(std::string_view pem) {
-  auto der = pem_der(pem, {"PRIVATE KEY", "RSA PRIVATE KEY"});
-  if (!der) return std::nullopt;
+  const auto block = find_pem(pem, {"PRIVATE KEY", "RSA PRIVATE KEY"});
+  if (!block) return std::nullopt;
   try {
     CryptoPP::RSA::PrivateKey key;
-    CryptoPP::ArraySource source(der->second.data(), der->second.size(), true);
-    if (der->first == "RSA PRIVATE KEY")
+    CryptoPP::ArraySource source(block->der.data(), block->der.size(), true);
+    if (block->label == "RSA PRIVATE KEY")
       key.BERDecodePrivateKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
     else
       key.BERDecode(source);  // throws for a PKCS#8 key of another algorithm
@@ -84,12 +69,12 @@ std::optional<CryptoPP::RSA::PrivateKey> rsa_private_key(std::string_view pem) {
 }
 
 CryptoPP::RSA::PublicKey rsa_public_key(std::string_view pem) {
-  auto der = pem_der(pem, {"PUBLIC KEY", "RSA PUBLIC KEY"});
-  if (!der) throw KeyError("not a PEM \"PUBLIC KEY\" block");
+  const auto block = find_pem(pem, {"PUBLIC KEY", "RSA PUBLIC KEY"});
+  if (!block) throw KeyError("not a PEM \"PUBLIC KEY\" block");
   try {
     CryptoPP::RSA::PublicKey key;
-    CryptoPP::ArraySource source(der->second.data(), der->second.size(), true);
-    if (der->first == "RSA PUBLIC KEY")
+    CryptoPP::ArraySource source(block->der.data(), block->der.size(), true);
+    if (block->label == "RSA PUBLIC KEY")
       key.BERDecodePublicKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
     else
       key.BERDecode(source);
@@ -283,21 +268,14 @@ void sign_envelope(Envelope& envelope, std::string_view private_pem) {
 }
 
 std::string envelope_json(const Envelope& envelope) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  auto field = [&](const char* name, const std::string& value) {
-    w.Key(name);
-    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-  };
-  w.StartObject();
-  field("session_key", envelope.session_key);
-  field("nonce", envelope.nonce);
-  field("tag", envelope.tag);
-  field("ciphertext", envelope.ciphertext);
-  field("mode", envelope.mode);
-  if (envelope.signature) field("signature", *envelope.signature);
-  w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  JsonObjectWriter json;
+  json.field("session_key", envelope.session_key)
+      .field("nonce", envelope.nonce)
+      .field("tag", envelope.tag)
+      .field("ciphertext", envelope.ciphertext)
+      .field("mode", envelope.mode)
+      .optional_field("signature", envelope.signature);
+  return json.str();
 }
 
 SignatureVerifier::SignatureVerifier(std::string_view public_pem)

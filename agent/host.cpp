@@ -1,11 +1,11 @@
 #include "host.hpp"
 
 #include <fmt/format.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <chrono>
+#include <cstdint>
 
+#include "json_writer.hpp"
 #include "log.hpp"
 
 namespace pa {
@@ -197,30 +197,23 @@ void prepare_call(pa_call& call, const std::string& effective_key_type) {
 std::string key_message(const Config& config, const Request& request,
                         const keystore::StoredKey& key, const std::string& agent_id) {
   if (config.key_format == KeyFormat::pem) return key.public_pem;
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  auto field = [&](const char* name, const std::string& value) {
-    w.Key(name);
-    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-  };
-  w.StartObject();
-  field("device_id", request.device_id);
-  if (request.user_id) field("user_id", *request.user_id);
-  field("action", request.action);
-  if (request.request_id) field("request_id", *request.request_id);
-  field("key_type", std::string(keystore::to_string(key.type)));
-  field("public_key", key.public_pem);
-  field("fingerprint", key.fingerprint);
   // C++17 has no file_clock::to_sys; shifting by the two clocks' "now" is exact to a few µs.
   const auto created = std::chrono::system_clock::now() +
                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
                            key.created - std::filesystem::file_time_type::clock::now());
-  field("created_at",
-        format_rfc3339(
-            std::chrono::duration_cast<std::chrono::seconds>(created.time_since_epoch()).count()));
-  field("agent_id", agent_id);
-  w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  const std::int64_t created_at =
+      std::chrono::duration_cast<std::chrono::seconds>(created.time_since_epoch()).count();
+  JsonObjectWriter json;
+  json.field("device_id", request.device_id)
+      .optional_field("user_id", request.user_id)
+      .field("action", request.action)
+      .optional_field("request_id", request.request_id)
+      .field("key_type", keystore::to_string(key.type))
+      .field("public_key", key.public_pem)
+      .field("fingerprint", key.fingerprint)
+      .field("created_at", format_rfc3339(created_at))
+      .field("agent_id", agent_id);
+  return json.str();
 }
 
 ErrorCode error_code_for_status(int status) noexcept {

@@ -4,9 +4,12 @@
 #include <mqtt_protocol.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
+#include <system_error>
 #include <thread>
+#include <utility>
 
 #include "keystore/file_util.hpp"
 #include "log.hpp"
@@ -37,6 +40,65 @@ std::string describe_rc(int rc) {
 
 }  // namespace
 
+TemporaryFile::TemporaryFile(std::string pattern, std::string_view data) {
+  keystore::UniqueFd fd(::mkstemp(pattern.data()));
+  if (!fd) throw std::system_error(errno, std::generic_category(), "mkstemp");
+  const ssize_t written = ::write(fd.get(), data.data(), data.size());
+  if (written != static_cast<ssize_t>(data.size())) {
+    const int error = written < 0 ? errno : EIO;
+    ::unlink(pattern.c_str());  // a throwing constructor runs no destructor
+    throw std::system_error(error, std::generic_category(), "write");
+  }
+  path_ = std::move(pattern);
+}
+
+TemporaryFile& TemporaryFile::operator=(TemporaryFile&& other) noexcept {
+  if (this != &other) {
+    if (!path_.empty()) ::unlink(path_.c_str());
+    path_ = std::exchange(other.path_, {});
+  }
+  return *this;
+}
+
+TemporaryFile::~TemporaryFile() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+TemporaryFile apply_connection_settings(mosquitto* client, const Config& config) {
+  using Setting = ConnectionSettingError::Setting;
+  if (config.mqtt_user) {
+    const char* password = config.mqtt_password ? config.mqtt_password->c_str() : nullptr;
+    const int rc = mosquitto_username_pw_set(client, config.mqtt_user->c_str(), password);
+    if (rc != MOSQ_ERR_SUCCESS)
+      throw ConnectionSettingError(Setting::credentials, rc,
+                                   "invalid MQTT_USER: libmosquitto refused the credentials");
+  }
+  TemporaryFile inline_ca;
+  if (!config.mqtt_use_tls) return inline_ca;
+
+  std::optional<std::string> ca = config.mqtt_ca_certs;
+  if (!ca && config.inline_ca_pem) {
+    try {
+      inline_ca = TemporaryFile("/tmp/provision-agent-ca-XXXXXX", *config.inline_ca_pem);
+    } catch (const std::system_error&) {
+      throw ConnectionSettingError(Setting::inline_ca, MOSQ_ERR_SUCCESS,
+                                   "cannot write the broker-config caCert to a temporary file");
+    }
+    ca = inline_ca.path();
+  }
+  if (!ca) mosquitto_int_option(client, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+  const int rc =
+      mosquitto_tls_set(client, ca ? ca->c_str() : nullptr, ca ? nullptr : "/etc/ssl/certs",
+                        config.mqtt_certfile ? config.mqtt_certfile->c_str() : nullptr,
+                        config.mqtt_keyfile ? config.mqtt_keyfile->c_str() : nullptr, nullptr);
+  if (rc != MOSQ_ERR_SUCCESS)
+    throw ConnectionSettingError(
+        Setting::tls_files, rc,
+        fmt::format("invalid MQTT_CA_CERTS=\"{}\": {}", ca.value_or("system"), describe_rc(rc)));
+  if (config.mqtt_tls_insecure) mosquitto_tls_insecure_set(client, true);
+  return inline_ca;
+}
+
 Session::Session(const Config& config, std::string status_topic, std::string online_payload,
                  Handlers handlers)
     : config_(config),
@@ -59,47 +121,14 @@ Session::Session(const Config& config, std::string status_topic, std::string onl
   mosquitto_publish_v5_callback_set(client_.get(), &Session::on_publish);
   mosquitto_log_callback_set(client_.get(), &Session::on_log);
 
-  if (config.mqtt_user) {
-    const char* password = config.mqtt_password ? config.mqtt_password->c_str() : nullptr;
-    if (mosquitto_username_pw_set(client_.get(), config.mqtt_user->c_str(), password) !=
-        MOSQ_ERR_SUCCESS)
-      throw ConfigError("invalid MQTT_USER: libmosquitto refused the credentials");
-  }
-
-  if (config.mqtt_use_tls) {
-    std::optional<std::string> ca = config.mqtt_ca_certs;
-    if (!ca && config.inline_ca_pem) {
-      char path[] = "/tmp/provision-agent-ca-XXXXXX";
-      keystore::UniqueFd fd(mkstemp(path));
-      if (!fd) throw ConfigError("cannot write the broker-config caCert to a temporary file");
-      const std::string& pem = *config.inline_ca_pem;
-      if (write(fd.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size()))
-        throw ConfigError("cannot write the broker-config caCert to a temporary file");
-      ca_file_ = path;
-      ca = ca_file_;
-    }
-    if (!ca) mosquitto_int_option(client_.get(), MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-    const int rc = mosquitto_tls_set(
-        client_.get(), ca ? ca->c_str() : nullptr, ca ? nullptr : "/etc/ssl/certs",
-        config.mqtt_certfile ? config.mqtt_certfile->c_str() : nullptr,
-        config.mqtt_keyfile ? config.mqtt_keyfile->c_str() : nullptr, nullptr);
-    if (rc != MOSQ_ERR_SUCCESS)
-      throw ConfigError(
-          fmt::format("invalid MQTT_CA_CERTS=\"{}\": {}", ca.value_or("system"), describe_rc(rc)));
-    if (config.mqtt_tls_insecure) {
-      mosquitto_tls_insecure_set(client_.get(), true);
-      log_warning("MQTT_TLS_INSECURE is on: the broker's certificate host name is not verified");
-    }
-  }
+  inline_ca_ = apply_connection_settings(client_.get(), config);
+  if (config.mqtt_use_tls && config.mqtt_tls_insecure)
+    log_warning("MQTT_TLS_INSECURE is on: the broker's certificate host name is not verified");
 
   const std::string offline = R"({"status":"offline"})";
   if (mosquitto_will_set_v5(client_.get(), status_topic_.c_str(), static_cast<int>(offline.size()),
                             offline.data(), kQos, true, nullptr) != MOSQ_ERR_SUCCESS)
     throw ConfigError("cannot set the MQTT will");
-}
-
-Session::~Session() {
-  if (!ca_file_.empty()) unlink(ca_file_.c_str());
 }
 
 std::string Session::state_text() const {

@@ -33,6 +33,7 @@
 #include "keystore/key_pair.hpp"
 #include "keystore/key_store.hpp"
 #include "log.hpp"
+#include "mqtt_session.hpp"
 #include "plugin_loader.hpp"
 #include "request.hpp"
 
@@ -470,14 +471,6 @@ std::string endpoint(const Config& config) {
   return fmt::format("{}:{}", config.mqtt_host, config.mqtt_port);
 }
 
-// A private temporary file for the broker-config JSON's inline CA, removed on destruction.
-struct TemporaryCa {
-  std::string path;
-  ~TemporaryCa() {
-    if (!path.empty()) ::unlink(path.c_str());
-  }
-};
-
 // The first TLS error libmosquitto logged ("OpenSSL Error[0]: ...certificate verify failed").
 std::string openssl_error(ProbeState& state, bool lock = true) {
   std::unique_lock<std::mutex> guard(state.mutex, std::defer_lock);
@@ -602,35 +595,21 @@ ProbeResult probe_broker(const Config& config, std::chrono::milliseconds timeout
   mosquitto_connect_v5_callback_set(handle, on_probe_connect);
   mosquitto_disconnect_v5_callback_set(handle, on_probe_disconnect);
   mosquitto_log_callback_set(handle, on_probe_log);
-  if (config.mqtt_user &&
-      mosquitto_username_pw_set(handle, config.mqtt_user->c_str(),
-                                config.mqtt_password ? config.mqtt_password->c_str() : nullptr) !=
-          MOSQ_ERR_SUCCESS)
-    return {false, "libmosquitto refused MQTT_USER", "set MQTT_USER to a valid UTF-8 name"};
-
-  // The same TLS settings as the agent's session (mqtt_session.cpp).
-  TemporaryCa inline_ca;
-  if (config.mqtt_use_tls) {
-    std::optional<std::string> ca = config.mqtt_ca_certs;
-    if (!ca && config.inline_ca_pem) {
-      char path[] = "/tmp/provision-agent-check-ca-XXXXXX";
-      keystore::UniqueFd fd(::mkstemp(path));
-      if (!fd) return {false, "cannot write the broker-config caCert", "check /tmp"};
-      inline_ca.path = path;
-      const std::string& pem = *config.inline_ca_pem;
-      if (::write(fd.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size()))
+  // The same credentials and TLS settings as the agent's session, worded as FAIL lines.
+  mqtt::TemporaryFile inline_ca;
+  try {
+    inline_ca = mqtt::apply_connection_settings(handle, config);
+  } catch (const mqtt::ConnectionSettingError& error) {
+    switch (error.setting) {
+      case mqtt::ConnectionSettingError::Setting::credentials:
+        return {false, "libmosquitto refused MQTT_USER", "set MQTT_USER to a valid UTF-8 name"};
+      case mqtt::ConnectionSettingError::Setting::inline_ca:
         return {false, "cannot write the broker-config caCert", "check /tmp"};
-      ca = inline_ca.path;
+      case mqtt::ConnectionSettingError::Setting::tls_files:
+        break;
     }
-    if (!ca) mosquitto_int_option(handle, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-    const int rc =
-        mosquitto_tls_set(handle, ca ? ca->c_str() : nullptr, ca ? nullptr : "/etc/ssl/certs",
-                          config.mqtt_certfile ? config.mqtt_certfile->c_str() : nullptr,
-                          config.mqtt_keyfile ? config.mqtt_keyfile->c_str() : nullptr, nullptr);
-    if (rc != MOSQ_ERR_SUCCESS)
-      return tls_failure(
-          config, fmt::format("libmosquitto refused the TLS files: {}", mosquitto_strerror(rc)));
-    if (config.mqtt_tls_insecure) mosquitto_tls_insecure_set(handle, true);
+    return tls_failure(config, fmt::format("libmosquitto refused the TLS files: {}",
+                                           mosquitto_strerror(error.rc)));
   }
 
   // Threaded loop + asynchronous connect: the whole probe, TCP and TLS included, is bounded by

@@ -141,10 +141,7 @@ PluginSet PluginSet::load(const std::string& dir, const pa_host* host) {
     plugin->version = descriptor->version ? descriptor->version : "";
     for (const char* const* action = descriptor->actions; *action; ++action)
       plugin->actions.emplace_back(*action);
-    if (plugin->actions.empty()) {
-      skip("serves no action");
-      continue;
-    }
+    // A plugin may serve no action yet (exec with nothing configured): it loads and sits idle.
     for (const auto& action : plugin->actions) {
       auto [it, inserted] = owner_of_action.emplace(action, path);
       if (!inserted)

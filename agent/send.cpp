@@ -4,8 +4,6 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 #include <unistd.h>
 
 #include <cryptopp/osrng.h>
@@ -18,6 +16,7 @@
 #include <system_error>
 
 #include "envelope.hpp"
+#include "json_writer.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/identifier.hpp"
 #include "mqtt_session.hpp"
@@ -51,13 +50,7 @@ class SendClient {
     mosquitto_subscribe_callback_set(client_.get(), &SendClient::on_subscribe);
     mosquitto_publish_callback_set(client_.get(), &SendClient::on_publish);
     mosquitto_message_callback_set(client_.get(), &SendClient::on_message);
-    if (config.mqtt_user)
-      mosquitto_username_pw_set(client_.get(), config.mqtt_user->c_str(),
-                                config.mqtt_password ? config.mqtt_password->c_str() : nullptr);
-    if (config.mqtt_use_tls) set_tls();
-  }
-  ~SendClient() {
-    if (!ca_file_.empty()) ::unlink(ca_file_.c_str());
+    inline_ca_ = mqtt::apply_connection_settings(client_.get(), config);
   }
 
   // Connects and waits for the CONNACK; the reason on failure.
@@ -115,27 +108,6 @@ class SendClient {
   }
 
  private:
-  void set_tls() {
-    std::optional<std::string> ca = config_.mqtt_ca_certs;
-    if (!ca && config_.inline_ca_pem) {
-      char path[] = "/tmp/provision-agent-send-ca-XXXXXX";
-      keystore::UniqueFd fd(::mkstemp(path));
-      const std::string& pem = *config_.inline_ca_pem;
-      if (!fd || ::write(fd.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size()))
-        throw std::runtime_error("cannot write the broker-config caCert to a temporary file");
-      ca_file_ = path;
-      ca = ca_file_;
-    }
-    if (!ca) mosquitto_int_option(client_.get(), MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-    if (mosquitto_tls_set(client_.get(), ca ? ca->c_str() : nullptr,
-                          ca ? nullptr : "/etc/ssl/certs",
-                          config_.mqtt_certfile ? config_.mqtt_certfile->c_str() : nullptr,
-                          config_.mqtt_keyfile ? config_.mqtt_keyfile->c_str() : nullptr,
-                          nullptr) != MOSQ_ERR_SUCCESS)
-      throw ConfigError(fmt::format("invalid MQTT_CA_CERTS=\"{}\"", ca.value_or("system")));
-    if (config_.mqtt_tls_insecure) mosquitto_tls_insecure_set(client_.get(), true);
-  }
-
   static void on_connect(mosquitto*, void* self, int rc) {
     static_cast<SendClient*>(self)->connack_ = rc;
   }
@@ -155,7 +127,7 @@ class SendClient {
 
   const Config& config_;
   mqtt::MosquittoHandle client_;
-  std::string ca_file_;
+  mqtt::TemporaryFile inline_ca_;  // the broker-config JSON's inline CA
   std::optional<int> connack_;
   std::set<int> pending_;
   std::vector<Received> received_;
@@ -173,23 +145,13 @@ std::string random_id() {
 
 std::string request_json(const SendOptions& options, const std::string& device,
                          const std::string& request_id) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  w.StartObject();
-  w.Key("device_id");
-  w.String(device.c_str());
-  w.Key("action");
-  w.String(options.action.c_str());
-  if (options.user) {
-    w.Key("user_id");
-    w.String(options.user->c_str());
-  }
-  w.Key("request_id");
-  w.String(request_id.c_str());
-  w.Key("ts");
-  w.Int64(static_cast<std::int64_t>(std::time(nullptr)));
-  w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  JsonObjectWriter json;
+  json.field("device_id", device)
+      .field("action", options.action)
+      .optional_field("user_id", options.user)
+      .field("request_id", request_id)
+      .field("ts", static_cast<std::int64_t>(std::time(nullptr)));
+  return json.str();
 }
 
 std::string json_member(const rapidjson::Value& object, const char* name) {

@@ -86,37 +86,6 @@ bool is_base64_or_space(char c) {
          c == '/' || c == '=' || c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-// The DER between "-----BEGIN <label>-----" and "-----END <label>-----". Returns the label found
-// (one of `labels`) and the DER. Throws KeyError.
-std::pair<std::string_view, SecByteBlock> pem_decode(
-    std::string_view pem, std::initializer_list<std::string_view> labels) {
-  for (std::string_view label : labels) {
-    const std::string begin = "-----BEGIN " + std::string(label) + "-----";
-    const std::string end = "-----END " + std::string(label) + "-----";
-    const std::size_t begin_at = pem.find(begin);
-    if (begin_at == std::string_view::npos) continue;
-    const std::size_t body_at = begin_at + begin.size();
-    const std::size_t end_at = pem.find(end, body_at);
-    if (end_at == std::string_view::npos) throw KeyError("PEM block has no END line");
-    const std::string_view body = pem.substr(body_at, end_at - body_at);
-    for (char c : body) {
-      if (!is_base64_or_space(c)) throw KeyError("PEM block holds a character that is not base64");
-    }
-    CryptoPP::ByteQueue queue;
-    CryptoPP::StringSource(reinterpret_cast<const CryptoPP::byte*>(body.data()), body.size(), true,
-                           new CryptoPP::Base64Decoder(new CryptoPP::Redirector(queue)));
-    SecByteBlock der(static_cast<std::size_t>(queue.MaxRetrievable()));
-    queue.Get(der, der.size());
-    if (der.empty()) throw KeyError("PEM block is empty");
-    return {label, std::move(der)};
-  }
-  std::string expected;
-  for (std::string_view label : labels) {
-    expected += (expected.empty() ? "\"" : " or \"") + std::string(label) + "\"";
-  }
-  throw KeyError("not a PEM " + expected + " block");
-}
-
 // Reads the algorithm OID (and the curve OID when the parameters name one) from an
 // AlgorithmIdentifier, leaving the rest of `parent` unread.
 std::pair<CryptoPP::OID, CryptoPP::OID> decode_algorithm(CryptoPP::BERSequenceDecoder& parent) {
@@ -346,10 +315,38 @@ std::string fingerprint(std::string_view public_pem) {
 
 KeyType public_key_type(std::string_view public_pem) {
   try {
-    return decode_public(pem_decode(public_pem, {kPublicLabel}).second);
+    return decode_public(pem_decode(public_pem, {kPublicLabel}).der);
   } catch (const CryptoPP::Exception& e) {
     throw KeyError(std::string("not a usable public key: ") + e.what());
   }
+}
+
+PemBlock pem_decode(std::string_view pem, std::initializer_list<std::string_view> labels) {
+  for (std::string_view label : labels) {
+    const std::string begin = "-----BEGIN " + std::string(label) + "-----";
+    const std::string end = "-----END " + std::string(label) + "-----";
+    const std::size_t begin_at = pem.find(begin);
+    if (begin_at == std::string_view::npos) continue;
+    const std::size_t body_at = begin_at + begin.size();
+    const std::size_t end_at = pem.find(end, body_at);
+    if (end_at == std::string_view::npos) throw KeyError("PEM block has no END line");
+    const std::string_view body = pem.substr(body_at, end_at - body_at);
+    for (char c : body) {
+      if (!is_base64_or_space(c)) throw KeyError("PEM block holds a character that is not base64");
+    }
+    CryptoPP::ByteQueue queue;
+    CryptoPP::StringSource(reinterpret_cast<const CryptoPP::byte*>(body.data()), body.size(), true,
+                           new CryptoPP::Base64Decoder(new CryptoPP::Redirector(queue)));
+    SecByteBlock der(static_cast<std::size_t>(queue.MaxRetrievable()));
+    queue.Get(der, der.size());
+    if (der.empty()) throw KeyError("PEM block is empty");
+    return {std::string(label), std::move(der)};
+  }
+  std::string expected;
+  for (std::string_view label : labels) {
+    expected += (expected.empty() ? "\"" : " or \"") + std::string(label) + "\"";
+  }
+  throw KeyError("not a PEM " + expected + " block");
 }
 
 }  // namespace pa::keystore

@@ -1,6 +1,9 @@
 #pragma once
 // Key pair generation and encoding with Crypto++ (SPEC section 5): private keys as PKCS#8 PEM
 // ("BEGIN PRIVATE KEY"), public keys as SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
+#include <cryptopp/secblock.h>
+
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -37,5 +40,17 @@ std::string fingerprint(std::string_view public_pem);
 
 // Reads a SubjectPublicKeyInfo PEM and names its type. Throws KeyError.
 KeyType public_key_type(std::string_view public_pem);
+
+// One PEM block's label and DER; the DER may be a private key, so it lives in a wiped SecByteBlock.
+struct PemBlock {
+  std::string label;
+  CryptoPP::SecByteBlock der;
+};
+
+// The DER between "-----BEGIN <label>-----" and "-----END <label>-----" for the first of `labels`
+// present in `pem` (Debian's Crypto++ ships without the PEM pack). Whitespace in the base64 body
+// is skipped. Throws KeyError when none of the labels is there, the block has no END line, its
+// body holds a character that is not base64, or it is empty.
+PemBlock pem_decode(std::string_view pem, std::initializer_list<std::string_view> labels);
 
 }  // namespace pa::keystore

@@ -90,7 +90,10 @@ int print_plugins(const pa::Config& config) {
   std::printf("plugin folder: %s\n", config.plugin_dir.c_str());
   for (const auto& plugin : plugins.plugins())
     std::printf("loaded  %s %s (%s): %s\n", plugin->name.c_str(), plugin->version.c_str(),
-                plugin->path.c_str(), fmt::format("{}", fmt::join(plugin->actions, ", ")).c_str());
+                plugin->path.c_str(),
+                plugin->actions.empty()
+                    ? "(no actions configured)"
+                    : fmt::format("{}", fmt::join(plugin->actions, ", ")).c_str());
   for (const auto& skipped : plugins.skipped())
     std::printf("skipped %s: %s\n", skipped.path.c_str(), skipped.reason.c_str());
   if (!plugins.find(pa::kActionGenerate)) {

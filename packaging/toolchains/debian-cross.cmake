@@ -48,7 +48,12 @@ set(ENV{PKG_CONFIG_LIBDIR}
     "${pa_target_root}/usr/lib/${PA_TARGET_TRIPLET}/pkgconfig:${pa_target_root}/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
-set(CMAKE_CROSSCOMPILING_EMULATOR ${PA_QEMU} -L ${pa_emulator_root})
+# A full path: the integration harness execs it with a clean environment (no PATH).
+find_program(PA_QEMU_PROGRAM ${PA_QEMU} NO_CMAKE_FIND_ROOT_PATH)
+if(NOT PA_QEMU_PROGRAM)
+  set(PA_QEMU_PROGRAM /usr/bin/${PA_QEMU})  # not installed yet: where Debian's qemu-user puts it
+endif()
+set(CMAKE_CROSSCOMPILING_EMULATOR ${PA_QEMU_PROGRAM} -L ${pa_emulator_root})
 if(PA_QEMU_CPU)
   list(APPEND CMAKE_CROSSCOMPILING_EMULATOR -cpu ${PA_QEMU_CPU})
 endif()

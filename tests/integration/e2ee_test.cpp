@@ -159,7 +159,7 @@ class E2eeTest : public ::testing::Test {
 
   CommandResult send(const Agent& agent, const std::string& arguments) {
     return run_command(fmt::format("{} --mqtt-host 127.0.0.1 --mqtt-port {} --client-id {} send {}",
-                                   shell_quote(PA_AGENT_BINARY), broker.port(),
+                                   agent_shell_command(), broker.port(),
                                    shell_quote(agent.client_id()), arguments));
   }
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs provision-agent under a real, private systemd-journald, as systemd runs a service: stderr
 # on journald's stream socket and JOURNAL_STREAM naming it. Called by service_test.cpp as
-#   unshare --mount --fork --kill-child=SIGTERM sh journald_session.sh WORK_DIR AGENT_BINARY
+#   unshare --mount --fork --kill-child=SIGTERM sh journald_session.sh WORK_DIR AGENT_COMMAND...
+# (AGENT_COMMAND: the binary, after the emulator's words in a cross build)
 # so the tmpfs mounted on /run (where journald puts its sockets and the runtime journal) is seen
 # by nothing outside. The agent gets this script's environment (broker on 127.0.0.1, key store).
 #
@@ -11,7 +12,7 @@
 # stop journald. Every process started here is stopped by its PID, also on SIGTERM.
 set -u
 work=$1
-agent=$2
+shift
 journald_pid=
 agent_pid=
 
@@ -48,7 +49,7 @@ done
 # and execs the agent, so $! is the agent's PID.
 # shellcheck disable=SC2016
 systemd-cat --identifier=provision-agent sh -c \
-  'export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"; exec "$0" run' "$agent" &
+  'export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"; exec "$@" run' sh "$@" &
 agent_pid=$!
 echo "$agent_pid" >"$work/agent.pid"
 

@@ -1,0 +1,75 @@
+// pa_bench: the figures of SPEC section 10, one mode per group of figures.
+//   pa_bench decrypt [runs]   open one envelope (RSA-OAEP + AES-EAX/GCM), default 200 runs
+//   pa_bench keygen [runs]    key generation against `openssl genpkey` in the same run, default 20
+//   pa_bench agent --agent PATH --plugins DIR [--devices 1000]
+//                             a real mosquitto and agent on 127.0.0.1: memory, start-up, latency,
+//                             throughput, CPU per request
+// bench/run.sh builds everything and runs the three modes.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <exception>
+#include <fstream>
+
+#include "bench.hpp"
+
+namespace pa::bench {
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return fmt::format("{} {} {}", one, five, fifteen);
+}
+
+}  // namespace pa::bench
+
+int main(int argc, char** argv) {
+  CLI::App app{"provision-agent benchmarks (SPEC section 10); figures are reported, not asserted"};
+  app.require_subcommand(1);
+
+  int decrypt_runs = 200;
+  CLI::App* decrypt =
+      app.add_subcommand("decrypt", "time opening one envelope with an RSA-2048 key");
+  decrypt->add_option("runs", decrypt_runs, "runs per variant")->check(CLI::PositiveNumber);
+
+  int keygen_runs = 20;
+  CLI::App* keygen = app.add_subcommand(
+      "keygen", "time key generation, RSA-2048 against openssl genpkey in the same run");
+  keygen->add_option("runs", keygen_runs, "RSA-2048 runs of each")->check(CLI::PositiveNumber);
+
+  pa::bench::AgentBenchOptions agent_options;
+  CLI::App* agent = app.add_subcommand(
+      "agent", "run a real mosquitto and provision-agent on 127.0.0.1 and measure them");
+  agent->add_option("--agent", agent_options.agent, "the provision-agent executable")
+      ->required()
+      ->check(CLI::ExistingFile);
+  agent->add_option("--plugins", agent_options.plugins, "the plugin folder (PROVISION_PLUGIN_DIR)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  agent->add_option("--devices", agent_options.devices, "distinct devices in each burst")
+      ->check(CLI::Range(1, 100000));
+  agent->add_option("--starts", agent_options.starts, "measured starts")->check(CLI::Range(1, 100));
+  agent->add_option("--latency", agent_options.latency, "sequential ec-p256 requests")
+      ->check(CLI::Range(1, 100000));
+  agent->add_option("--latency-rsa", agent_options.latency_rsa, "sequential rsa-2048 requests")
+      ->check(CLI::Range(1, 10000));
+  agent->add_option("--noop", agent_options.noop, "publish_key requests answered not_found")
+      ->check(CLI::Range(1, 100000));
+
+  agent->add_option("--agent-env", agent_options.agent_env,
+                    "NAME=VALUE for the agent's environment, after the bench's own (repeatable)");
+
+  CLI11_PARSE(app, argc, argv);
+  // The agent's broker connection may drop while we write to it; report, do not die.
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    if (*decrypt) return pa::bench::run_decrypt(decrypt_runs);
+    if (*keygen) return pa::bench::run_keygen(keygen_runs);
+    return pa::bench::run_agent(agent_options);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "pa_bench: {}\n", error.what());
+    return 1;
+  }
+}

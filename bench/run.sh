@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Benchmarks (SPEC section 10): builds a RelWithDebInfo tree and prints every figure.
+#
+#   bench/run.sh [build-folder]          default build-bench; e.g. bench/run.sh | tee bench.txt
+#
+# Installs what is missing (scripts/deps.sh), builds the agent, every bundled plugin and pa_bench
+# with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the three modes of pa_bench:
+# decrypt, keygen (against openssl genpkey) and agent (a real mosquitto and the built agent on
+# 127.0.0.1). Figures depend on the machine and on whatever else runs on it: the load average is
+# printed before and after each mode, and figures taken while it is high are not comparable.
+# The agent's key store lives under $TMPDIR (default /tmp): TMPDIR=/dev/shm bench/run.sh puts it
+# on tmpfs, which takes the disk's fsync latency out of the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-bench}
+jobs=${PA_BENCH_JOBS:-2}
+
+scripts/deps.sh
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPA_BUILD_TESTS=ON >/dev/null
+plugins=()
+for folder in plugins/*/; do plugins+=("$(basename "$folder")"); done  # one MODULE per folder
+cmake --build "$build" -j"$jobs" --target provision-agent "${plugins[@]}" pa_bench
+
+echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
+  "$(uname -sm); tree $(git describe --always --dirty 2>/dev/null || echo '?'); $build"
+echo "== uptime before: $(uptime)"
+"$build/bench/pa_bench" decrypt
+"$build/bench/pa_bench" keygen
+"$build/bench/pa_bench" agent --agent "$build/provision-agent" --plugins "$build/plugins"
+echo "== uptime after: $(uptime)"
