@@ -11,7 +11,6 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -128,7 +127,7 @@ class Session {
   bool socket_open_ = false;
   int attempts_ = 0;
   std::chrono::steady_clock::time_point next_attempt_{};
-  std::set<int> pending_subscriptions_;
+  int subscribe_mid_ = -1;     // the SUBSCRIBE whose SUBACK makes us ready
   int online_mid_ = -1;        // the online status in flight after subscribing
   std::string library_error_;  // libmosquitto's first error since the last attempt (OpenSSL's)
   std::string last_state_;

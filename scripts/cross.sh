@@ -19,7 +19,7 @@ started=$SECONDS
 usage() { sed -n '8,14s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 arch=${1:-}
 shift || true
-ci=false sysroot= build=
+ci=false sysroot='' build=''
 while [ $# -gt 0 ]; do
   case $1 in
     --ci) ci=true ;;
@@ -41,8 +41,8 @@ as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
 say() { echo "cross.sh $arch: $*"; }
 
-# Native tools (compiler for the build machine's tests' helpers, broker, CLI11 and RapidJSON
-# headers, which are architecture-independent) and the cross compiler and emulator.
+# Native tools (CMake, Ninja, mosquitto and its clients, openssl, python3, and the CLI11 and
+# RapidJSON headers, which are architecture-independent), the cross compiler and qemu-user.
 scripts/deps.sh "g++-$triplet" qemu-user file dpkg-dev
 gcc_major=$("$triplet-gcc" -dumpversion)
 
@@ -54,7 +54,9 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 # was and a private root folder is unpacked from the same Debian archive instead.
 multiarch_install() {
   local package missing=()
-  for package in "${dev_packages[@]}"; do installed "$package:$arch" || missing+=("$package:$arch"); done
+  for package in "${dev_packages[@]}"; do
+    installed "$package:$arch" || missing+=("$package:$arch")
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
   local added=false
   if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
@@ -85,15 +87,16 @@ make_sysroot() {
   mkdir -p "$state/etc/apt/apt.conf.d" "$state/etc/apt/preferences.d" "$state/var/lib/dpkg" \
     "$state/var/lib/apt/lists/partial" "$state/var/cache/apt/archives/partial"
   : >"$state/var/lib/dpkg/status"
-  local suite keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-  for suite in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
-    set -- $suite
-    echo "deb [signed-by=$keyring] http://deb.debian.org/$1 $2 main"
-  done >"$state/etc/apt/sources.list"
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  printf "deb [signed-by=$keyring] http://deb.debian.org/%s main\n" "debian bookworm" \
+    "debian bookworm-updates" "debian-security bookworm-security" >"$state/etc/apt/sources.list"
   local apt=(apt-get -q -o Dir="$state" -o Dir::State::status="$state/var/lib/dpkg/status"
              -o APT::Architecture="$arch" -o APT::Architectures::="$arch" -o Debug::NoLocking=1)
   # A suite whose index is mid-sync is skipped; the packages then come from the others.
-  "${apt[@]}" update >"$state/update.log" 2>&1 || { say "apt-get update reported:"; grep -E '^(E|W):' "$state/update.log" >&2 || true; }
+  if ! "${apt[@]}" update >"$state/update.log" 2>&1; then
+    say "apt-get update reported:"
+    grep -E '^(E|W):' "$state/update.log" >&2 || true
+  fi
   "${apt[@]}" install -y --download-only --no-install-recommends libc6-dev "libgcc-$gcc_major-dev" \
     "libstdc++-$gcc_major-dev" "${dev_packages[@]}" libcli11-dev rapidjson-dev \
     >"$state/install.log" 2>&1 ||
@@ -128,7 +131,8 @@ shlibdeps_admindir() {
   rm -rf "$admindir"
   mkdir -p "$admindir/info" "$admindir/updates"
   cp "$root/var/lib/dpkg/status" "$admindir/status"
-  cp "$root/var/lib/dpkg/info/format" "$admindir/info/" 2>/dev/null || echo 1 >"$admindir/info/format"
+  cp "$root/var/lib/dpkg/info/format" "$admindir/info/" 2>/dev/null ||
+    echo 1 >"$admindir/info/format"
   for list in "$root"/var/lib/dpkg/info/*.list; do
     sed "s|^|$root|" "$list" >"$admindir/info/$(basename "$list")"
   done
@@ -141,7 +145,9 @@ shlibdeps_admindir() {
 # core, which faults on ARMv7 code (Debian's armhf is ARMv7).
 qemu_cpu=
 [ "$arch" = armhf ] && [ -n "$sysroot" ] && qemu_cpu=arm1176
-if [ -z "$sysroot" ] && ! multiarch_install; then
+if [ -z "$sysroot" ] && [ -e "$build/sysroot/var/lib/dpkg/status" ]; then
+  sysroot=$build/sysroot  # unpacked by an earlier run of this build folder (see below)
+elif [ -z "$sysroot" ] && ! multiarch_install; then
   say "Debian's $arch multiarch packages cannot be installed beside the native ones here;" \
       "using a root folder unpacked from the same archive"
   sysroot=$build/sysroot
@@ -161,8 +167,9 @@ built=$SECONDS
 # mosquitto, openssl and python3 are the native ones.
 ctest --test-dir "$build" -L unit -j2 --timeout 600 --output-on-failure
 if $ci; then
-  ctest --test-dir "$build" --timeout 600 --output-on-failure -R \
-    '^(AgentFlowTest\.GeneratesStoresAndPublishesRsaKeyWithUserAndInLegacyLayout|hello_plugin_test)$'
+  end_to_end='AgentFlowTest\.GeneratesStoresAndPublishesRsaKeyWithUserAndInLegacyLayout'
+  ctest --test-dir "$build" --timeout 600 --output-on-failure --no-tests=error \
+    -R "^($end_to_end|hello_plugin_test)\$"
 else
   ctest --test-dir "$build" -L integration -j2 --timeout 600 --output-on-failure
 fi
@@ -173,29 +180,32 @@ rm -f "$build"/provision-agent_*.deb
 if [ -n "$sysroot" ]; then
   DPKG_ADMINDIR=$(shlibdeps_admindir "$sysroot") \
     cpack --config "$build/CPackConfig.cmake" -B "$build" -G DEB \
-    -D "CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS=$sysroot/usr/lib/$triplet;$sysroot/lib/$triplet" \
+    -D CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS="$sysroot/usr/lib/$triplet;$sysroot/lib/$triplet" \
     >"$build/cpack.log"
 else
   cpack --config "$build/CPackConfig.cmake" -B "$build" -G DEB >"$build/cpack.log"
 fi
-deb=$(ls "$build"/provision-agent_*_"$arch".deb 2>/dev/null | head -n1)
+deb=$(find "$build" -maxdepth 1 -name "provision-agent_*_$arch.deb" | head -n1)
 [ -n "$deb" ] || { cat "$build/cpack.log"; say "no provision-agent_*_$arch.deb"; exit 1; }
 
 fail() { say "FAIL: $*" >&2; exit 1; }
 dpkg-deb -f "$deb" Package Version Architecture Depends
 [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "Architecture is not $arch"
 # cpack goes on without them when dpkg-shlibdeps fails.
-dpkg-deb -f "$deb" Depends | grep -q 'libc6 (>=' || fail "no library dependencies (see $build/cpack.log)"
+dpkg-deb -f "$deb" Depends | grep -q 'libc6 (>=' ||
+  fail "no library dependencies (see $build/cpack.log)"
 # Every dependency is a package of the target's release, at a version it has.
 target_status=/var/lib/dpkg/status qualifier=":$arch"
 [ -z "$sysroot" ] || target_status=$sysroot/var/lib/dpkg/status qualifier=
 dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/^ *//' | while read -r package relation; do
   [ "$package" = adduser ] && continue
   version=$(dpkg-query --admindir="$(dirname "$target_status")" -W -f='${Version}' \
-            "$package$qualifier" 2>/dev/null) || fail "depends on $package, not a $arch package here"
+            "$package$qualifier" 2>/dev/null) ||
+    fail "depends on $package, not a $arch package here"
   if [ -n "$relation" ]; then
-    set -- $(tr -d '()' <<<"$relation")
-    dpkg --compare-versions "$version" "$(sed 's/>=/ge/; s/<=/le/; s/>>/gt/; s/<</lt/; s/^=$/eq/' <<<"$1")" "$2" ||
+    read -r operator wanted <<<"$(tr -d '()' <<<"$relation")"
+    operator=$(sed 's/>=/ge/; s/<=/le/; s/>>/gt/; s/<</lt/; s/^=$/eq/' <<<"$operator")
+    dpkg --compare-versions "$version" "$operator" "$wanted" ||
       fail "depends on $package $relation, the target has $version"
   fi
 done
@@ -218,12 +228,15 @@ if [ "$arch" = armhf ]; then
   objects=$(find "$build/agent" "$build/keystore" "$build/plugins" -name '*.o')
   for object in $objects; do
     readelf -A "$object" | grep -q 'Tag_CPU_arch: v6' || fail "$object is not ARMv6 code"
-    readelf -A "$object" | grep -q 'Tag_ABI_VFP_args: VFP registers' || fail "$object is not hard-float"
+    readelf -A "$object" | grep -q 'Tag_ABI_VFP_args: VFP registers' ||
+      fail "$object is not hard-float"
   done
-  echo "project objects: $(wc -w <<<"$objects") ARMv6 hard-float objects, e.g. $(basename "$(head -n1 <<<"$objects")"):"
-  readelf -A "$(head -n1 <<<"$objects")" | grep -E 'Tag_CPU_arch:|Tag_FP_arch|Tag_ABI_VFP_args'
+  example=$(head -n1 <<<"$objects")
+  echo "project objects: $(wc -w <<<"$objects") ARMv6 hard-float, e.g. $(basename "$example"):"
+  readelf -A "$example" | grep -E 'Tag_CPU_arch:|Tag_FP_arch|Tag_ABI_VFP_args'
   echo "packaged /usr/bin/provision-agent:"
-  readelf -A "$unpacked/usr/bin/provision-agent" | grep -E 'Tag_CPU_arch:|Tag_THUMB_ISA_use|Tag_FP_arch|Tag_ABI_VFP_args'
+  readelf -A "$unpacked/usr/bin/provision-agent" |
+    grep -E 'Tag_CPU_arch:|Tag_THUMB_ISA_use|Tag_FP_arch|Tag_ABI_VFP_args'
   if [ -n "$qemu_cpu" ]; then
     readelf -A "$unpacked/usr/bin/provision-agent" | grep -q 'Tag_CPU_arch: v6' ||
       fail "the agent links ARMv7 code from $sysroot: not a Raspberry Pi OS root?"
@@ -233,5 +246,6 @@ if [ "$arch" = armhf ]; then
   fi
 fi
 
-say "built in $((built - started)) s, tested in $((tested - built)) s, packaged and checked in $((SECONDS - tested)) s"
+say "built in $((built - started)) s, tested in $((tested - built)) s," \
+    "packaged and checked in $((SECONDS - tested)) s"
 echo "$deb"

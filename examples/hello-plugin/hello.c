@@ -16,8 +16,7 @@ static const pa_host* host;
 
 static int hello_init(const pa_host* given, void** state) {
   /* Refuse a host older than the functions this plugin calls (the table only grows). */
-  if (given->struct_size < offsetof(pa_host, log) + sizeof(given->log))
-    return PA_ERR_FAILED;
+  if (given->struct_size < offsetof(pa_host, log) + sizeof(given->log)) return PA_ERR_FAILED;
   host = given;
   *state = NULL;
   host->log(NULL, PA_LOG_INFO, "hello plugin ready");

@@ -11,7 +11,8 @@ set(PA_QEMU qemu-arm)
 # mixed with objects from older compilers; bookworm and Raspberry Pi OS are built with GCC 12.
 # _FILE_OFFSET_BITS=64: 32-bit stat() and readdir() fail with EOVERFLOW on 64-bit inode numbers
 # and sizes (large or network file systems on a Pi, the build machine's under qemu).
-set(pa_armhf_flags "-march=armv6+fp -mfpu=vfp -mfloat-abi=hard -marm -Wno-psabi -D_FILE_OFFSET_BITS=64")
+set(pa_armhf_flags "-march=armv6+fp -mfpu=vfp -mfloat-abi=hard -marm")
+string(APPEND pa_armhf_flags " -Wno-psabi -D_FILE_OFFSET_BITS=64")
 set(CMAKE_C_FLAGS_INIT ${pa_armhf_flags})
 set(CMAKE_CXX_FLAGS_INIT ${pa_armhf_flags})
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

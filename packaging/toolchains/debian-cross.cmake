@@ -11,6 +11,10 @@ set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_C_COMPILER ${PA_TARGET_TRIPLET}-gcc)
 set(CMAKE_CXX_COMPILER ${PA_TARGET_TRIPLET}-g++)
 set(CMAKE_LIBRARY_ARCHITECTURE ${PA_TARGET_TRIPLET})
+# Debian's multiarch library folder, which GNUInstallDirs picks natively but not when
+# cross-compiling: the package's plugins are in /usr/lib/<triplet>/provision-agent/plugins on
+# every architecture.
+set(CMAKE_INSTALL_LIBDIR lib/${PA_TARGET_TRIPLET} CACHE PATH "Object code libraries")
 set(PA_SYSROOT "" CACHE PATH "Target root folder; empty: Debian multiarch packages")
 set(PA_QEMU_CPU "" CACHE STRING "qemu-user -cpu for the tests, e.g. arm1176 (Pi Zero/1)")
 # try_compile projects read this file again and need the same answers.
@@ -23,7 +27,8 @@ if(PA_SYSROOT)
   # Start-up files and libgcc from the root too, not the cross compiler's own (ARMv7 on armhf).
   execute_process(COMMAND ${CMAKE_C_COMPILER} -dumpversion
                   OUTPUT_VARIABLE pa_gcc_major OUTPUT_STRIP_TRAILING_WHITESPACE)
-  set(pa_link_flags "-B${PA_SYSROOT}/usr/lib/gcc/${PA_TARGET_TRIPLET}/${pa_gcc_major} -B${PA_SYSROOT}/usr/lib/${PA_TARGET_TRIPLET}")
+  set(pa_link_flags "-B${PA_SYSROOT}/usr/lib/gcc/${PA_TARGET_TRIPLET}/${pa_gcc_major}")
+  string(APPEND pa_link_flags " -B${PA_SYSROOT}/usr/lib/${PA_TARGET_TRIPLET}")
   set(CMAKE_EXE_LINKER_FLAGS_INIT ${pa_link_flags})
   set(CMAKE_SHARED_LINKER_FLAGS_INIT ${pa_link_flags})
   set(CMAKE_MODULE_LINKER_FLAGS_INIT ${pa_link_flags})
@@ -37,15 +42,15 @@ else()
   # cache, and fork() then hangs in the child under qemu 7.2.)
   set(pa_emulator_root /)
 endif()
-# Programs (protoc-like tools, python3, openssl) are the build machine's; everything linked
-# into the target comes from the target's folders only.
+# Programs are the build machine's; everything linked into the target comes from the target's
+# folders only.
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 # pkg-config answers for the target: its .pc files only, never the native ones.
-set(ENV{PKG_CONFIG_LIBDIR}
-    "${pa_target_root}/usr/lib/${PA_TARGET_TRIPLET}/pkgconfig:${pa_target_root}/usr/share/pkgconfig")
+set(pa_pkg_config_libdir "${pa_target_root}/usr/lib/${PA_TARGET_TRIPLET}/pkgconfig")
+set(ENV{PKG_CONFIG_LIBDIR} "${pa_pkg_config_libdir}:${pa_target_root}/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
 # A full path: the integration harness execs it with a clean environment (no PATH).

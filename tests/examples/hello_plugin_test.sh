@@ -13,11 +13,12 @@ emulator=("$@")
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 rm -rf "$work"
-mkdir -p -m 0700 "$work"
+mkdir -p "$(dirname "$work")"
+mkdir -m 0700 "$work"
 
 # 1. Install as a package would (DESTDIR keeps /etc and /lib/systemd inside the temporary root).
 root=$work/root
@@ -35,8 +36,10 @@ if [ -n "$toolchain" ]; then
   configure+=(-DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPROVISION_INCLUDE_DIR="$prefix/include")
   [ -z "$sysroot" ] || configure+=(-DPA_SYSROOT="$sysroot")
 fi
-cmake "${configure[@]}" >"$work/hello-configure.log" 2>&1 || { cat "$work/hello-configure.log"; fail "configure"; }
-cmake --build "$work/hello-build" >"$work/hello-build.log" 2>&1 || { cat "$work/hello-build.log"; fail "build"; }
+cmake "${configure[@]}" >"$work/hello-configure.log" 2>&1 ||
+  { cat "$work/hello-configure.log"; fail "configure"; }
+cmake --build "$work/hello-build" >"$work/hello-build.log" 2>&1 ||
+  { cat "$work/hello-build.log"; fail "build"; }
 file -L "$work/hello-build/hello.so" "$agent" | sed 's/, BuildID.*//'
 
 # 3. A plugin folder with the installed plugins and the example.
@@ -49,13 +52,15 @@ for plugin in keygen revoke; do
 done
 install -m 0644 "$work/hello-build/hello.so" "$plugins/"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
 client_id=pa-hello-test-$$
 mkdir -m 0700 "$work/state"
 agent_env=(MQTT_HOST=127.0.0.1 MQTT_PORT="$port" MQTT_CLIENT_ID="$client_id"
            PROVISION_PLUGIN_DIR="$plugins" PROVISION_KEYS_DIR="$work/sensor_keys"
            STATE_DIRECTORY="$work/state" HELLO_GREETING=greetings)
-run_agent() { env -i PATH=/usr/bin:/bin "${agent_env[@]}" "${emulator[@]}" "$agent" "$@"; }
+# exec: in "run_agent run &" the PID in $! is then the agent itself, stopped by the trap.
+run_agent() { exec env -i PATH=/usr/bin:/bin "${agent_env[@]}" "${emulator[@]}" "$agent" "$@"; }
 
 # 4. `provision-agent plugins` lists it with its action.
 listing=$(run_agent plugins 2>&1) || { echo "$listing"; fail "provision-agent plugins failed"; }
@@ -88,5 +93,6 @@ kill -TERM "$agent_pid"
 wait "$agent_pid" || true
 grep -q '"status":"ok"' <<<"$response" || { cat "$work/agent.log"; fail "no ok response"; }
 grep -q '"action":"hello"' <<<"$response" || fail "the response is not for action hello"
-grep -q 'greetings, hello-dev' "$work/agent.log" || { cat "$work/agent.log"; fail "the plugin did not log"; }
+grep -q 'greetings, hello-dev' "$work/agent.log" ||
+  { cat "$work/agent.log"; fail "the plugin did not log"; }
 echo "hello plugin: listed and served a request"
