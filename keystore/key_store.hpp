@@ -40,11 +40,11 @@ struct StoredKey {
 
 // The steps of an atomic pair write, for tests that interrupt a write between them.
 enum class WriteStep {
-  backup_written,          // previous pair copied to the backup files
-  private_temp_synced,     // new private key written to its temporary file and fsynced
-  public_temp_synced,      // new public key written to its temporary file and fsynced
-  private_renamed,         // new private key renamed into place
-  public_renamed,          // new public key renamed into place
+  backup_written,       // previous pair copied to the backup files
+  private_temp_synced,  // new private key written to its temporary file and fsynced
+  public_temp_synced,   // new public key written to its temporary file and fsynced
+  private_renamed,      // new private key renamed into place
+  public_renamed,       // new public key renamed into place
 };
 
 class KeyStore {
@@ -76,7 +76,8 @@ class KeyStore {
   bool remove(const std::optional<std::string>& user, const std::string& device);
 
   // Private key files that may decrypt requests for `device`, in SPEC section 4's order:
-  // <root>/<user>/<device>/sensor_private.pem for every user folder holding it, then the legacy one.
+  // <root>/<user>/<device>/sensor_private.pem for every user folder holding it, then the legacy
+  // one.
   std::vector<std::filesystem::path> private_key_candidates(const std::string& device) const;
 
   // Test hook: called after each step of a pair write (see WriteStep).

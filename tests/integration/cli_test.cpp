@@ -14,8 +14,7 @@ CommandResult run_agent(const std::string& arguments, const std::map<std::string
                         const std::string& redirect = "2>&1") {
   std::string command = "env -i PATH=/usr/bin:/bin";
   for (const auto& [name, value] : env) command += " " + shell_quote(name + "=" + value);
-  return run_command(command + " " + agent_shell_command() + " " + arguments + " " +
-                     redirect);
+  return run_command(command + " " + agent_shell_command() + " " + arguments + " " + redirect);
 }
 
 std::vector<std::string> non_empty_lines(const std::string& text) {
