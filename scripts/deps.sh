@@ -9,7 +9,7 @@ packages=(
   libgtest-dev googletest
   mosquitto mosquitto-clients openssl python3 python3-pycryptodome
   systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests
-  lintian adduser
+  lintian adduser file  # the package test and the example plugin test
   "$@"
 )
 
