@@ -157,6 +157,9 @@ void Agent::accept(InboundMessage&& message) {
   if (pool_->submit(device, [this, shared] { handle(*shared); })) return;
   Outcome outcome;
   outcome.device_id = shared->device_id;
+  // Network thread: a cheap parse, and only of a payload within the size limit.
+  if (shared->payload.size() <= static_cast<std::size_t>(config_.max_payload))
+    outcome.request_id = peek_request_id(shared->payload);
   outcome.action = kActionGenerate;
   outcome.error =
       RequestError{ErrorCode::busy,

@@ -144,6 +144,15 @@ std::optional<Envelope> parse_envelope(std::string_view payload) {
   return envelope;
 }
 
+std::optional<std::string> peek_request_id(std::string_view payload) {
+  rapidjson::Document doc;
+  doc.Parse(payload.data(), payload.size());
+  if (doc.HasParseError() || !doc.IsObject() || parse_envelope(payload)) return std::nullopt;
+  auto it = doc.FindMember("request_id");
+  if (it == doc.MemberEnd() || !it->value.IsString()) return std::nullopt;
+  return string_of(it->value);
+}
+
 Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
                        const Decryptor& decrypt) {
   Decoded out;
@@ -159,13 +168,7 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
                             message.payload.size(), max_payload));
   if (!keystore::is_valid_identifier(message.device_id)) {
     // No key lookup or decryption for an invalid device; a plaintext request_id is still echoed.
-    if (!parse_envelope(message.payload)) {
-      rapidjson::Document doc;
-      doc.Parse(message.payload.data(), message.payload.size());
-      if (!doc.HasParseError() && doc.IsObject())
-        if (auto it = doc.FindMember("request_id"); it != doc.MemberEnd() && it->value.IsString())
-          out.request_id = string_of(it->value);
-    }
+    out.request_id = peek_request_id(message.payload);
     return fail(ErrorCode::invalid_device_id,
                 "device id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
                 "or digit");

@@ -105,6 +105,10 @@ struct Decoded {
 // Whether a JSON object text is an envelope, and its fields; nullopt otherwise.
 std::optional<Envelope> parse_envelope(std::string_view payload);
 
+// The request_id of a plaintext request, for replies to requests that are not decoded (an
+// invalid device, a full queue); nullopt for envelopes and anything unreadable.
+std::optional<std::string> peek_request_id(std::string_view payload);
+
 // Decodes one message. `max_payload` bytes at most. A message that looks like an envelope is
 // decrypted with `decrypt` and never read as plaintext.
 Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
