@@ -79,7 +79,7 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
     return PA_ERR_KEYGEN;
   }
   try {
-    call->services->store->store(r.user_id, r.device_id, pair, keep_backup != 0);
+    call->stored = call->services->store->store(r.user_id, r.device_id, pair, keep_backup != 0);
   } catch (const std::exception& error) {
     log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
     call->error = RequestError{ErrorCode::storage_failed, "cannot store the key pair"};
@@ -112,9 +112,9 @@ std::string keys_topic(const Config& config, const std::string& device) {
 int host_publish_key(pa_call* call) {
   const Request& r = *call->request;
   const HostServices& services = *call->services;
-  std::optional<keystore::StoredKey> key;
+  std::optional<keystore::StoredKey> key = call->stored;
   try {
-    key = services.store->load(r.user_id, r.device_id);
+    if (!key) key = services.store->load(r.user_id, r.device_id);
   } catch (const std::exception& error) {
     log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
     call->error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};

@@ -33,7 +33,9 @@ struct pa_call {
   const pa::Request* request = nullptr;
   pa_request c_request{};                  // the C view handed to the plugin
   std::optional<std::string> fingerprint;  // of the key published, for the response
-  std::optional<pa::RequestError> error;   // set by the plugin via set_error
+  // The pair key_generate just stored, as store() derived it: publishing it needs no re-read.
+  std::optional<pa::keystore::StoredKey> stored;
+  std::optional<pa::RequestError> error;  // set by the plugin via set_error
 };
 
 namespace pa {
