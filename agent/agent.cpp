@@ -160,7 +160,7 @@ void Agent::accept(InboundMessage&& message) {
   // Network thread: a cheap parse, and only of a payload within the size limit.
   if (shared->payload.size() <= static_cast<std::size_t>(config_.max_payload))
     outcome.request_id = peek_request_id(shared->payload);
-  outcome.action = kActionGenerate;
+  outcome.action = topic_action(shared->kind);
   outcome.error =
       RequestError{ErrorCode::busy,
                    fmt::format("{} requests are already waiting; retry later", config_.queue_max)};

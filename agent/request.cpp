@@ -26,18 +26,6 @@ std::string string_of(const rapidjson::Value& value) {
   return std::string(value.GetString(), value.GetStringLength());
 }
 
-const char* topic_action(TopicKind kind) {
-  switch (kind) {
-    case TopicKind::update:
-      return kActionUpdate;
-    case TopicKind::remove:
-      return kActionDelete;
-    case TopicKind::request:
-      break;
-  }
-  return kActionGenerate;
-}
-
 // Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm); avoids
 // timegm's dependence on the TZ database.
 std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
@@ -109,6 +97,18 @@ std::optional<std::pair<std::string, TopicKind>> parse_request_topic(std::string
   else
     return std::nullopt;
   return std::make_pair(std::string(device), kind);
+}
+
+const char* topic_action(TopicKind kind) {
+  switch (kind) {
+    case TopicKind::update:
+      return kActionUpdate;
+    case TopicKind::remove:
+      return kActionDelete;
+    case TopicKind::request:
+      break;
+  }
+  return kActionGenerate;
 }
 
 std::string canonical_action(std::string_view action) {

@@ -60,6 +60,9 @@ inline constexpr const char* kActionUpdate = "update";
 inline constexpr const char* kActionPublishKey = "publish_key";
 inline constexpr const char* kActionDelete = "delete";
 
+// The action a topic names: update, delete, or the default generate_and_publish_key.
+const char* topic_action(TopicKind kind);
+
 // Resolves aliases ("request", "generate" -> generate_and_publish_key; "rotate" -> update).
 std::string canonical_action(std::string_view action);
 

@@ -30,7 +30,9 @@ class ExecPlugin : public ::testing::Test {
                                  "echo \"$DEVICE_ID $USER_ID $ACTION $REQUEST_ID $ENCRYPTED\" > "
                                  "{out}/$DEVICE_ID.env\necho recorded\n",
                                  fmt::arg("out", dir_.path())));
-    script("slow", "#!/bin/sh\nsleep 1\necho done\n");
+    // Leaves a marker when it starts, so tests know it is running without timing it.
+    script("slow", fmt::format("#!/bin/sh\ntouch {}/started-$DEVICE_ID\nsleep 1\necho done\n",
+                               dir_.path()));
     script("fail", "#!/bin/sh\necho 'sensor offline' >&2\nexit 3\n");
     script("hang", "#!/bin/sh\nsleep 30\necho never\n");    // the group is killed, sleep too
     script("-bad-name", "#!/bin/sh\nexit 0\n");             // not an action name: ignored
@@ -42,6 +44,16 @@ class ExecPlugin : public ::testing::Test {
     const std::string path = (plugins_ / "exec.d" / name).string();
     write_file(path, body, mode);
     chmod(path.c_str(), static_cast<mode_t>(mode));  // past the umask
+  }
+
+  // Waits (bounded) for the slow action's start marker.
+  bool slow_started(const std::string& device) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (file_exists(dir_.file("started-" + device))) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
   }
 
   TempDir dir_;
@@ -113,6 +125,7 @@ TEST_F(ExecPlugin, AFullQueueIsAnsweredBusy) {
   ASSERT_TRUE(wait_online(*observer, agent));
   // The one worker runs the first for a second, the second waits, the third finds the queue full.
   observer->publish("provision/q1/request", R"({"action":"slow","request_id":"b-1"})");
+  ASSERT_TRUE(slow_started("q1")) << agent.log();
   observer->publish("provision/q2/request", R"({"action":"slow","request_id":"b-2"})");
   observer->publish("provision/q3/request", R"({"request_id":"b-3"})");
   auto busy = wait_response(*observer, "q3", "b-3", 10s);
@@ -135,9 +148,7 @@ TEST_F(ExecPlugin, SigtermFinishesTheRequestInFlight) {
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent));
   observer->publish("provision/d1/request", R"({"action":"slow","request_id":"d-1"})");
-  // Wait until the action is running (its start is logged by nothing; the agent has taken it
-  // once the broker delivered it, which a short pause covers well inside the 1 s action).
-  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(slow_started("d1")) << agent.log();
   EXPECT_EQ(agent.stop(), 0);
   auto response = wait_response(*observer, "d1", "d-1", 5s);
   ASSERT_TRUE(response) << "the request in flight was not answered before exit: " << agent.log();
