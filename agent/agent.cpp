@@ -11,6 +11,7 @@
 #include "json_writer.hpp"
 #include "keystore/file_util.hpp"
 #include "log.hpp"
+#include "text.hpp"
 
 namespace pa {
 namespace {
@@ -22,6 +23,24 @@ keystore::KeyStore open_key_store(const Config& config) {
     throw ConfigError(
         fmt::format("invalid PROVISION_KEYS_DIR=\"{}\": {}", config.keys_dir, error.what()));
   }
+}
+
+constexpr std::size_t kMaxCorrelationData = 256;  // SPEC 3.5: larger is not echoed
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t now_ms() {
+  return now_us() / 1000;
+}
+
+// A recorded response answered again to a retry: the same JSON object plus "duplicate": true.
+std::string with_duplicate_flag(const std::string& response) {
+  if (response.empty() || response.back() != '}') return response;
+  return response.substr(0, response.size() - 1) + ",\"duplicate\":true}";
 }
 
 LogFields fields_of(const Outcome& outcome) {
@@ -50,32 +69,56 @@ std::string status_topic(const Config& config) {
   return fmt::format("{}/agents/{}/status", config.provision_topic_base, config.mqtt_client_id);
 }
 
+bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base) {
+  const std::string prefix = provision_base + "/";
+  if (topic.size() <= prefix.size() || topic.compare(0, prefix.size(), prefix) != 0) return false;
+  if (topic.find_first_of("+#") != std::string::npos) return false;
+  if (topic.find('\0') != std::string::npos) return false;
+  // The agents' own status and audit topics are not answers.
+  if (topic.compare(prefix.size(), 7, "agents/") == 0) return false;
+  const std::string_view last = std::string_view(topic).substr(topic.rfind('/') + 1);
+  return !last.empty() && last != "request" && last != "update" && last != "delete";
+}
+
 std::string response_message(const Outcome& outcome) {
+  // Identifiers from the wire are echoed as valid UTF-8 whatever arrived (SPEC 3.5).
+  auto text = [](const std::optional<std::string>& value) -> std::optional<std::string> {
+    if (!value) return std::nullopt;
+    return valid_utf8(*value);
+  };
   JsonObjectWriter json;
-  json.optional_field("request_id", outcome.request_id)
-      .field("device_id", outcome.device_id)
-      .optional_field("user_id", outcome.user_id)
-      .field("action", outcome.action)
+  json.optional_field("request_id", text(outcome.request_id))
+      .field("device_id", valid_utf8(outcome.device_id))
+      .optional_field("user_id", text(outcome.user_id))
+      .field("action", valid_utf8(outcome.action))
       .field("status", outcome.error ? "error" : "ok")
       .field("encrypted", outcome.encrypted);
   if (outcome.fingerprint && !outcome.error) json.field("fingerprint", *outcome.fingerprint);
   if (outcome.error) {
     json.begin_object("error")
         .field("code", to_string(outcome.error->code))
-        .field("message", outcome.error->message)
+        .field("message", valid_utf8(outcome.error->message))
         .end_object();
   }
   return json.str();
 }
 
-Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(config_)) {
+Agent::Agent(Config config)
+    : config_(std::move(config)), store_(open_key_store(config_)), acks_([this](std::uint64_t seq) {
+        if (spool_) spool_->finish(seq);
+      }) {
   // Registered before the plugins or the session can log anything.
   if (config_.mqtt_password) log_redact(*config_.mqtt_password);
   services_.config = &config_;
   services_.store = &store_;
   services_.agent_id = config_.mqtt_client_id;
-  services_.publish = [this](const std::string& topic, const std::string& payload, bool retain) {
-    return session_ && session_->publish(topic, payload, retain);
+  services_.publish = [this](const std::string& topic, const std::string& payload,
+                             bool retain) -> std::optional<int> {
+    if (!session_) return std::nullopt;
+    return session_->publish(topic, payload, retain);
+  };
+  services_.begin_change = [this](std::uint64_t seq, const ChangeIntent& intent) {
+    return !spool_ || spool_->begin_change(seq, intent);
   };
   plugins_ = plugin::PluginSet::load(config_.plugin_dir, host_table(services_));
   if (!plugins_.find(kActionGenerate))
@@ -92,14 +135,18 @@ Agent::Agent(Config config) : config_(std::move(config)), store_(open_key_store(
     }
   }
   try {
-    replay_ = std::make_unique<ReplayGuard>(config_.state_dir, config_.max_skew);
+    ledger_ = std::make_unique<RequestLedger>(config_.state_dir, config_.max_skew);
+    // Waiting requests are bounded by PROVISION_QUEUE_MAX; the spool also holds those running.
+    spool_ = std::make_unique<IntakeSpool>(
+        config_.state_dir, static_cast<std::size_t>(config_.queue_max + config_.workers));
   } catch (const std::system_error& error) {
-    throw ConfigError(fmt::format("cannot use the state folder {}: {}", config_.state_dir,
-                                  error.code().message()));
+    throw ConfigError(
+        fmt::format("cannot use the state folder {}: {}", config_.state_dir, error.what()));
   }
   session_ = std::make_unique<mqtt::Session>(
       config_, status_topic(config_), online_message(config_, agent_key_.public_pem),
       mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },
+                              [this](int mid) { acks_.acknowledged(mid); },
                               [this] { notifier_.subscribed(service_state()); },
                               [this] {
                                 if (notifier_.active()) notifier_.tick(service_state());
@@ -123,21 +170,32 @@ int Agent::run(const std::atomic<bool>& stop) {
     throw std::system_error(error.code(),
                             fmt::format("cannot start {} worker thread(s)", config_.workers));
   }
-  log_info("provision-agent {} starting: broker {}:{}{}, key store {}, {} worker(s)", kVersion,
-           config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
-           config_.keys_dir, config_.workers);
+  log_info("provision-agent {} starting: broker {}:{}{}, key store {}, state {}, {} worker(s)",
+           kVersion, config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
+           config_.keys_dir, config_.state_dir, config_.workers);
+
+  // SPEC 3.4: what the last run left unanswered is queued first, in arrival order, so it is
+  // served before anything newer for the same device.
+  for (SpooledRequest& recovered : spool_->take_recovered()) {
+    auto shared = std::make_shared<SpooledRequest>(std::move(recovered));
+    const std::string device = shared->message.device_id;
+    if (!pool_->submit(device, [this, shared] { handle(shared->message, shared->intent); }))
+      log_warning("cannot queue spooled request {} now; it stays in the spool",
+                  shared->message.seq);
+  }
   session_->run(stop);
 
   // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
-  // status, disconnect. The loop keeps turning while draining so responses go out (and the
-  // watchdog keeps being pinged).
+  // status, disconnect. What is not finished stays in the intake spool for the next start. The
+  // loop keeps turning while draining so responses go out (and the watchdog keeps being pinged).
   notifier_.stopping(pool_->waiting());
   log_info("stopping: finishing {} queued request(s)", pool_->waiting());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   std::atomic<bool> drained{false};
   std::thread drainer([&] {
     const std::size_t abandoned = pool_->stop(deadline);
-    if (abandoned > 0) log_warning("abandoned {} queued request(s) at shutdown", abandoned);
+    if (abandoned > 0)
+      log_warning("left {} queued request(s) in the intake spool for the next start", abandoned);
     drained = true;
   });
   session_->run(drained);
@@ -147,37 +205,91 @@ int Agent::run(const std::atomic<bool>& stop) {
   return 0;
 }
 
+void Agent::answer_now(const InboundMessage& message, ErrorCode code, std::string text) {
+  Reply reply;
+  Outcome& outcome = reply.outcome;
+  outcome.device_id = message.device_id;
+  // Network thread: a cheap parse, and only of a payload within the size limit.
+  outcome.request_id =
+      peek_request_id(message.payload, static_cast<std::size_t>(config_.max_payload));
+  outcome.action = topic_action(message.kind);
+  outcome.error = RequestError{code, std::move(text)};
+  reply.payload = response_message(outcome);
+  std::vector<int> ignored;
+  respond(message, reply, ignored);
+}
+
 void Agent::accept(InboundMessage&& message) {
   if (!config_.serves_device(message.device_id)) {
-    log_debug("ignoring a request for device {} (not in PROVISION_DEVICES)", message.device_id);
+    log_debug("ignoring a request for device {} (not in PROVISION_DEVICES)",
+              escape_controls(message.device_id));
     return;
+  }
+  // SPEC 3.5: an MQTT 5 Response Topic is honoured only where an answer belongs.
+  if (message.response_topic) {
+    if (!is_acceptable_response_topic(*message.response_topic, config_.provision_topic_base)) {
+      log_warning(
+          "not answering on the Response Topic \"{}\" of a request for {}: only topics "
+          "under {}/ that are not requests are",
+          escape_controls(valid_utf8(*message.response_topic)), escape_controls(message.device_id),
+          config_.provision_topic_base);
+      message.response_topic.reset();
+      message.correlation_data.clear();
+    } else if (message.correlation_data.size() > kMaxCorrelationData) {
+      log_warning(
+          "not answering on the Response Topic of a request for {}: its correlation data "
+          "is {} bytes (at most {} are echoed)",
+          escape_controls(message.device_id), message.correlation_data.size(), kMaxCorrelationData);
+      message.response_topic.reset();
+      message.correlation_data.clear();
+    }
+  }
+  if (message.payload_bytes > static_cast<std::size_t>(config_.max_payload)) {
+    // Answered as it arrives, never copied, queued or spooled (SPEC 3.5).
+    answer_now(message, ErrorCode::payload_too_large,
+               fmt::format("payload of {} bytes exceeds the limit of {} bytes",
+                           message.payload_bytes, config_.max_payload));
+    return;
+  }
+  std::string failure;
+  switch (spool_->append(message, &failure)) {
+    case IntakeSpool::Admission::full:
+      answer_now(message, ErrorCode::busy,
+                 fmt::format("{} requests are already waiting; retry later", config_.queue_max));
+      return;
+    case IntakeSpool::Admission::failed:
+      log_error("{}", failure);
+      answer_now(message, ErrorCode::storage_failed,
+                 "the agent cannot record the request durably (its state folder is full or "
+                 "read-only); retry later");
+      return;
+    case IntakeSpool::Admission::spooled:
+      break;
   }
   const std::string device = message.device_id;
   auto shared = std::make_shared<InboundMessage>(std::move(message));
-  if (pool_->submit(device, [this, shared] { handle(*shared); })) return;
-  Outcome outcome;
-  outcome.device_id = shared->device_id;
-  // Network thread: a cheap parse, and only of a payload within the size limit.
-  if (shared->payload.size() <= static_cast<std::size_t>(config_.max_payload))
-    outcome.request_id = peek_request_id(shared->payload);
-  outcome.action = topic_action(shared->kind);
-  outcome.error =
-      RequestError{ErrorCode::busy,
-                   fmt::format("{} requests are already waiting; retry later", config_.queue_max)};
-  respond(*shared, outcome);
+  if (!pool_->submit(device, [this, shared] { handle(*shared, std::nullopt); }))
+    log_info("request {} for {} stays in the intake spool: the agent is stopping", shared->seq,
+             escape_controls(device));
 }
 
-void Agent::handle(const InboundMessage& message) {
-  Outcome outcome;
+void Agent::handle(const InboundMessage& message, const std::optional<ChangeIntent>& redo) {
+  std::vector<int> message_ids;
+  Reply reply;
   try {
-    outcome = serve(message);
+    reply = serve(message, redo, message_ids);
   } catch (const std::exception& error) {
     // No request may take the daemon down (STYLE: per-request errors are values).
-    outcome.device_id = message.device_id;
-    outcome.error = RequestError{ErrorCode::plugin_failed, "internal error"};
-    log_error("request on {} failed: {}", message.topic, error.what());
+    reply = Reply{};
+    reply.outcome.device_id = message.device_id;
+    reply.outcome.action = topic_action(message.kind);
+    reply.outcome.error = RequestError{ErrorCode::plugin_failed, "internal error"};
+    reply.payload = response_message(reply.outcome);
+    log_error("request on {} failed: {}", escape_controls(message.topic), error.what());
   }
-  respond(message, outcome);
+  if (!reply.silent) respond(message, reply, message_ids);
+  // The spool entry is done once the broker acknowledged every message answering it.
+  acks_.expect(message.seq, message_ids);
 }
 
 std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
@@ -221,11 +333,11 @@ std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
                   reason)};
 }
 
-void Agent::report_replay(const Request& request, const ReplayRefusal& refusal) {
+void Agent::report_replay(const Request& request, const std::string& reason) {
   // As the original agent did: P/status/D/replay_blocked, QoS 1, not retained (SPEC section 3).
   JsonObjectWriter json;
   json.field("device_id", request.device_id)
-      .field("reason", refusal.reason)
+      .field("reason", reason)
       .field("action", request.action)
       .optional_field("request_id", request.request_id)
       .optional_field("nonce", request.nonce);
@@ -237,13 +349,35 @@ void Agent::report_replay(const Request& request, const ReplayRefusal& refusal) 
       json.str(), false);
 }
 
-Outcome Agent::serve(const InboundMessage& message) {
+bool Agent::is_destructive(const Request& request) const {
+  return request.action == kActionUpdate || request.action == kActionDelete ||
+         (request.action == kActionGenerate && request.force);
+}
+
+Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<ChangeIntent>& redo,
+                          std::vector<int>& message_ids) {
+  Reply reply;
+  Outcome& outcome = reply.outcome;
+  outcome.device_id = message.device_id;
+  outcome.action = topic_action(message.kind);
+  auto finish = [&]() -> Reply& {
+    reply.payload = response_message(outcome);
+    return reply;
+  };
+
+  // SPEC 3.4: a request whose MQTT 5 Message Expiry passed while it waited is not run.
+  if (message.expires_at_ms != 0 && now_ms() > message.expires_at_ms) {
+    outcome.request_id =
+        peek_request_id(message.payload, static_cast<std::size_t>(config_.max_payload));
+    outcome.error = RequestError{ErrorCode::expired,
+                                 "the request's message expiry passed before it could be served"};
+    return finish();
+  }
+
   Decoded decoded = decode_request(message, static_cast<std::size_t>(config_.max_payload),
                                    [this](const Envelope& envelope, const std::string& device) {
                                      return decrypt(envelope, device);
                                    });
-  Outcome outcome;
-  outcome.device_id = message.device_id;
   outcome.request_id = decoded.request_id;
   outcome.user_id = decoded.user_id;
   outcome.action = decoded.action;
@@ -263,76 +397,126 @@ Outcome Agent::serve(const InboundMessage& message) {
     outcome.error = RequestError{
         ErrorCode::unauthorized,
         "PROVISION_SERVER_PUBKEY is set: requests must be envelopes signed by the server"};
-    return outcome;
+    return finish();
   }
   if (decoded.error) {
     outcome.error = decoded.error;
-    return outcome;
+    return finish();
   }
   const Request& request = *decoded.request;
 
+  // SPEC section 4: a signature binds the request to its device, action, id and time, so it can
+  // never be moved to another device or topic, or replayed after its ts left the window.
+  if (server_key_ &&
+      (!request.names_device || !request.names_action || !request.request_id || !request.ts)) {
+    outcome.error = RequestError{
+        ErrorCode::unauthorized,
+        "a signed request must name device_id, action, request_id and ts in its plaintext"};
+    return finish();
+  }
+
   const plugin::Plugin* plugin = plugins_.find(request.action);
   if (!plugin) {
-    outcome.error = RequestError{ErrorCode::unknown_action,
-                                 fmt::format("no plugin serves the action \"{}\"", request.action)};
-    return outcome;
+    outcome.error = RequestError{
+        ErrorCode::unknown_action,
+        fmt::format("no plugin serves the action \"{}\"", escape_controls(request.action))};
+    return finish();
   }
 
   // SPEC section 4: what plaintext may do.
+  const bool destructive = is_destructive(request);
   if (!request.encrypted && config_.e2ee_policy == E2eePolicy::all) {
     outcome.error = RequestError{ErrorCode::e2ee_required,
                                  "PROVISION_E2EE_POLICY=all: requests must be encrypted"};
-    return outcome;
+    return finish();
   }
-  if (!request.encrypted && config_.e2ee_policy == E2eePolicy::destructive &&
-      (request.action == kActionUpdate || request.action == kActionDelete) &&
+  if (!request.encrypted && config_.e2ee_policy == E2eePolicy::destructive && destructive &&
       !store_.private_key_candidates(request.device_id).empty()) {
     outcome.error = RequestError{
         ErrorCode::e2ee_required,
-        fmt::format("PROVISION_E2EE_POLICY=destructive: {} of existing keys must be encrypted",
-                    request.action)};
-    return outcome;
+        request.action == kActionGenerate
+            ? "PROVISION_E2EE_POLICY=destructive: a forced generate of existing keys must be "
+              "encrypted"
+            : fmt::format("PROVISION_E2EE_POLICY=destructive: {} of existing keys must be "
+                          "encrypted",
+                          request.action)};
+    return finish();
   }
 
-  // SPEC section 3.1: a replay is refused only once everything else would let it through, so a
-  // refused request does not use up its id.
-  if (auto refusal = replay_->admit(request, static_cast<std::int64_t>(std::time(nullptr)))) {
-    report_replay(request, *refusal);
-    outcome.error = RequestError{ErrorCode::replay, refusal->message};
-    return outcome;
-  }
-
+  // SPEC 3.1 and 3.4: replays are refused and retries answered from the record, once
+  // everything else would let the request through (a refused request uses up nothing).
+  const SpoolPosition at{spool_->epoch(), message.seq};
+  const LedgerVerdict verdict = ledger_->check(request, at, destructive, now_us());
   pa_call call;
   call.services = &services_;
   call.request = &request;
+  call.seq = message.seq;
+  call.redo = redo;
+  switch (verdict.kind) {
+    case LedgerVerdict::Kind::replay:
+      report_replay(request, verdict.reason);
+      outcome.error = RequestError{ErrorCode::replay, verdict.message};
+      return finish();
+    case LedgerVerdict::Kind::in_flight:
+      log_at(LogLevel::info, fields_of(outcome),
+             "{} is a retry of a request that was still being served: answered once",
+             outcome.action);
+      reply.silent = true;
+      return finish();
+    case LedgerVerdict::Kind::same_message:
+    case LedgerVerdict::Kind::duplicate: {
+      reply.duplicate = verdict.kind == LedgerVerdict::Kind::duplicate;
+      reply.payload = reply.duplicate ? with_duplicate_flag(verdict.response) : verdict.response;
+      // The key the record speaks of is published again: the first copy may be what was lost.
+      if (verdict.published_key) {
+        prepare_call(call,
+                     request.key_type.value_or(std::string(keystore::to_string(config_.key_type))));
+        publish_stored_key(call);
+        message_ids.insert(message_ids.end(), call.message_ids.begin(), call.message_ids.end());
+      }
+      outcome.fingerprint = call.fingerprint;
+      return reply;
+    }
+    case LedgerVerdict::Kind::fresh:
+      break;
+  }
+
   const std::string key_type =
       request.key_type.value_or(std::string(keystore::to_string(config_.key_type)));
   prepare_call(call, key_type);
   const int status = plugin->descriptor->handle(plugin->state, &call, &call.c_request);
+  message_ids.insert(message_ids.end(), call.message_ids.begin(), call.message_ids.end());
   if (status != PA_OK) {
     outcome.error = call.error.value_or(
         RequestError{error_code_for_status(status),
                      fmt::format("plugin {} failed with status {}", plugin->name, status)});
-    return outcome;
+    return finish();
   }
   outcome.fingerprint = call.fingerprint;
-  return outcome;
+  finish();
+  ledger_->record(request, at, spool_->last_seq(), reply.payload, call.published_key, destructive,
+                  now_us());
+  return reply;
 }
 
-void Agent::respond(const InboundMessage& message, const Outcome& outcome) {
-  const std::string payload = response_message(outcome);
-  session_->publish(fmt::format("{}/{}/response", config_.provision_topic_base, message.device_id),
-                    payload, false);
+void Agent::respond(const InboundMessage& message, const Reply& reply,
+                    std::vector<int>& message_ids) {
+  const std::string topic =
+      fmt::format("{}/{}/response", config_.provision_topic_base, message.device_id);
+  if (auto id = session_->publish(topic, reply.payload, false)) message_ids.push_back(*id);
   if (message.response_topic) {
-    const mqtt::ReplyTo reply{*message.response_topic, message.correlation_data};
-    session_->publish(*message.response_topic, payload, false, &reply);
+    const mqtt::ReplyTo reply_to{*message.response_topic, message.correlation_data};
+    if (auto id = session_->publish(*message.response_topic, reply.payload, false, &reply_to))
+      message_ids.push_back(*id);
   }
+  const Outcome& outcome = reply.outcome;
+  const char* retry = reply.duplicate ? " (a retry, answered as recorded)" : "";
   if (outcome.error)
     log_at(LogLevel::warning, fields_of(outcome), "{} refused: {}", outcome.action,
-           outcome.error->message);
+           escape_controls(outcome.error->message));
   else
-    log_at(LogLevel::info, fields_of(outcome), "{} served{}", outcome.action,
-           outcome.fingerprint ? fmt::format(" ({})", *outcome.fingerprint) : "");
+    log_at(LogLevel::info, fields_of(outcome), "{} served{}{}", outcome.action,
+           outcome.fingerprint ? fmt::format(" ({})", *outcome.fingerprint) : "", retry);
 }
 
 }  // namespace pa

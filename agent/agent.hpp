@@ -1,21 +1,25 @@
 #pragma once
-// The daemon: MQTT session -> decode/decrypt -> worker pool -> plugin -> key store / publish.
-// Data flows one way; no layer reaches back up.
+// The daemon: MQTT session -> intake spool -> decode/decrypt -> ledger -> worker pool -> plugin
+// -> key store / publish. Data flows one way; no layer reaches back up.
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "ack_tracker.hpp"
 #include "agent_key.hpp"
 #include "config.hpp"
 #include "envelope.hpp"
 #include "host.hpp"
 #include "keystore/key_store.hpp"
+#include "ledger.hpp"
 #include "mqtt_session.hpp"
 #include "plugin_loader.hpp"
-#include "replay.hpp"
 #include "request.hpp"
 #include "service_notify.hpp"
+#include "spool.hpp"
 #include "worker_pool.hpp"
 
 namespace pa {
@@ -39,9 +43,14 @@ std::string response_message(const Outcome& outcome);
 // The agent's status topic: P/agents/<client id>/status.
 std::string status_topic(const Config& config);
 
+// Whether an MQTT 5 Response Topic may be answered on (SPEC 3.5): a topic without wildcards
+// under P/ whose last level is not request, update or delete, and not an agent's own topic.
+bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base);
+
 class Agent {
  public:
-  // Opens the key store and loads the plugins. Throws ConfigError (exit 78).
+  // Opens the key store, the state folder (spool, ledger, agent key) and loads the plugins.
+  // Throws ConfigError (exit 78).
   explicit Agent(Config config);
   ~Agent();
 
@@ -50,13 +59,24 @@ class Agent {
   int run(const std::atomic<bool>& stop);
 
  private:
-  void accept(InboundMessage&& message);       // network thread: filter and enqueue
-  void handle(const InboundMessage& message);  // worker thread
-  Outcome serve(const InboundMessage& message);
-  void respond(const InboundMessage& message, const Outcome& outcome);
+  // How one request is answered.
+  struct Reply {
+    Outcome outcome;
+    std::string payload;  // the response JSON
+    bool silent = false;  // a retry of a request still in flight: no answer of its own
+    bool duplicate = false;
+  };
+
+  void accept(InboundMessage&& message);  // network thread: vet, spool, enqueue
+  void answer_now(const InboundMessage& message, ErrorCode code, std::string text);
+  void handle(const InboundMessage& message, const std::optional<ChangeIntent>& redo);  // worker
+  Reply serve(const InboundMessage& message, const std::optional<ChangeIntent>& redo,
+              std::vector<int>& message_ids);
+  void respond(const InboundMessage& message, const Reply& reply, std::vector<int>& message_ids);
   std::variant<std::string, RequestError> decrypt(const Envelope& envelope,
                                                   const std::string& device_id);
-  void report_replay(const Request& request, const ReplayRefusal& refusal);
+  void report_replay(const Request& request, const std::string& reason);
+  bool is_destructive(const Request& request) const;
   ServiceState service_state() const;  // event loop thread: what systemd's STATUS= shows
 
   Config config_;
@@ -67,7 +87,9 @@ class Agent {
   ServiceNotifier notifier_;
   AgentKey agent_key_;                                 // SPEC section 4
   std::optional<e2ee::SignatureVerifier> server_key_;  // PROVISION_SERVER_PUBKEY
-  std::unique_ptr<ReplayGuard> replay_;                // SPEC section 3.1
+  std::unique_ptr<RequestLedger> ledger_;              // SPEC sections 3.1 and 3.4
+  std::unique_ptr<IntakeSpool> spool_;                 // SPEC section 3.4
+  AckTracker acks_;
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
 };

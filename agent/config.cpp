@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/os.h>
 #include <fnmatch.h>
+#include <pwd.h>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+
+#include "text.hpp"
 
 #ifndef PA_DEFAULT_PLUGIN_DIR
 #define PA_DEFAULT_PLUGIN_DIR "/usr/lib/provision-agent/plugins"
@@ -50,26 +53,6 @@ std::string_view trim(std::string_view text) {
   while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
   while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
   return text;
-}
-
-// Control characters escaped, so every message and `config` line stays one line.
-std::string escape_controls(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (byte < 0x20 || byte == 0x7f) {
-      out += fmt::format("\\x{:02x}", byte);
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 std::string quoted(std::string_view value) {
@@ -423,6 +406,9 @@ const std::vector<ConfigVariable>& config_variables() {
        "broker settings JSON file in the provisioning-response format (default unset)"},
       {"MQTT_KEEPALIVE", "--keepalive", "keepalive in seconds, 5..65535 (default 60)"},
       {"MQTT_PROTOCOL", "--mqtt-protocol", "MQTT protocol version, 3.1.1 or 5 (default 3.1.1)"},
+      {"MQTT_SESSION_EXPIRY", "--session-expiry",
+       "MQTT 5 session expiry in seconds: requests queued by the broker while the agent is away "
+       "survive this long, 0..4294967295 (default 604800)"},
       {"MQTT_PROVISION_TOPIC_BASE", "--provision-topic-base",
        "request/response topic base (default provision)"},
       {"MQTT_KEYS_TOPIC_BASE", "--keys-topic-base", "public key topic base (default keys)"},
@@ -454,6 +440,11 @@ const std::vector<ConfigVariable>& config_variables() {
       {"PROVISION_RETAIN_KEYS", "--retain-keys", "publish public keys retained (default true)"},
       {"PROVISION_KEY_FORMAT", "--key-format",
        "published public key format: json or pem (default json)"},
+      {"PROVISION_KEY_GROUP", "--key-group",
+       "group that may read the private keys: folders 0750, private keys 0640 (default unset)"},
+      {"PROVISION_MAX_DEVICES", "--max-devices",
+       "key pairs the store may hold; one more is answered quota_exceeded, 1..10000000 (default "
+       "10000)"},
       {"PROVISION_EXEC_TIMEOUT", "--exec-timeout",
        "seconds an exec plugin action may run before it is killed, 1..3600 (default 30)"},
       {"LOG_LEVEL", "--log-level", "debug, info, warning or error (default info)"},
@@ -538,6 +529,34 @@ bool Config::serves_device(const std::string& device) const {
   return std::any_of(devices.begin(), devices.end(), [&](const std::string& pattern) {
     return fnmatch(pattern.c_str(), device.c_str(), 0) == 0;
   });
+}
+
+std::string default_state_dir() {
+  // StateDirectory= with several folders gives a colon-separated list; the first is ours.
+  auto absolute = [](const char* name, const std::string& path) {
+    return make_absolute(name, path).string();
+  };
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state != nullptr && *state != '\0') {
+    const std::string list = state;
+    return absolute("STATE_DIRECTORY", list.substr(0, list.find(':')));
+  }
+  // XDG base directories: a relative XDG_STATE_HOME is invalid and ignored.
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg != nullptr && xdg[0] == '/')
+    return (fs::path(xdg) / "provision-agent").lexically_normal().string();
+  std::string home = std::getenv("HOME") != nullptr ? std::getenv("HOME") : "";
+  if (home.empty() || home[0] != '/') {
+    // No usable $HOME (a bare service environment): the account's home, as login would set it.
+    std::vector<char> buffer(16384);
+    struct passwd entry {};
+    struct passwd* found = nullptr;
+    if (getpwuid_r(geteuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found &&
+        found->pw_dir && found->pw_dir[0] == '/')
+      home = found->pw_dir;
+  }
+  if (home.empty() || home[0] != '/')
+    fail("HOME", home,
+         "no state folder: set STATE_DIRECTORY or XDG_STATE_HOME (or HOME) to an absolute path");
+  return (fs::path(home) / ".local/state/provision-agent").lexically_normal().string();
 }
 
 std::string default_client_id(const std::string& machine_id_path) {
@@ -649,6 +668,14 @@ Config load_config(const ConfigInputs& inputs) {
       fail("MQTT_PROTOCOL", *protocol, "expected 3.1.1 or 5");
     }
   }
+  if (const std::string* expiry = given(entries, "MQTT_SESSION_EXPIRY", "604800")) {
+    std::int64_t seconds = -1;
+    const char* end = expiry->data() + expiry->size();
+    const auto [ptr, ec] = std::from_chars(expiry->data(), end, seconds);
+    if (expiry->empty() || ec != std::errc() || ptr != end || seconds < 0 || seconds > 4294967295LL)
+      fail("MQTT_SESSION_EXPIRY", *expiry, "expected an integer 0..4294967295 (seconds)");
+    config.session_expiry = seconds;
+  }
   for (const auto& [name, base] :
        {std::pair{"MQTT_PROVISION_TOPIC_BASE", &config.provision_topic_base},
         std::pair{"MQTT_KEYS_TOPIC_BASE", &config.keys_topic_base}}) {
@@ -685,16 +712,7 @@ Config load_config(const ConfigInputs& inputs) {
     keys_entry.value = config.keys_dir;
     keys_entry.set = false;
   }
-  if (const char* state = std::getenv("STATE_DIRECTORY"); state != nullptr && *state != '\0') {
-    const std::string first = std::string(state).substr(0, std::string(state).find(':'));
-    config.state_dir = make_absolute("STATE_DIRECTORY", first).string();
-  } else {
-    // The folder holding the key store ("/var/lib/x" for "/var/lib/x/sensor_keys/").
-    std::string keys = fs::path(config.keys_dir).lexically_normal().string();
-    while (keys.size() > 1 && keys.back() == '/') keys.pop_back();
-    config.state_dir = fs::path(keys).parent_path().string();
-  }
-
+  config.state_dir = default_state_dir();
   config.plugin_dir = PA_DEFAULT_PLUGIN_DIR;
   if (const std::string* dir = given(entries, "PROVISION_PLUGIN_DIR", config.plugin_dir)) {
     if (dir->empty()) fail("PROVISION_PLUGIN_DIR", *dir, "expected a folder");
@@ -750,6 +768,12 @@ Config load_config(const ConfigInputs& inputs) {
     }
   }
   config.retain_keys = read_bool(entries, "PROVISION_RETAIN_KEYS", config.retain_keys);
+  if (const auto group = read_optional(entries, "PROVISION_KEY_GROUP")) {
+    if (group->size() > 64 || group->find_first_of(" :/\n") != std::string::npos)
+      fail("PROVISION_KEY_GROUP", *group, "expected a group name");
+    config.key_group = *group;
+  }
+  config.max_devices = read_int(entries, "PROVISION_MAX_DEVICES", config.max_devices, 1, 10000000);
   if (const std::string* format = given(entries, "PROVISION_KEY_FORMAT", "json")) {
     const std::string word = lower(*format);
     if (word == "json") {

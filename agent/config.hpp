@@ -2,6 +2,7 @@
 // Configuration (SPEC section 2). Sources, strongest first: command-line flags > process
 // environment > --env-file > MQTT_BROKER_CONFIG JSON > built-in defaults. An invalid value stops
 // start-up with one line naming the variable and the value, and exit status 78.
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -65,6 +66,7 @@ struct Config {
   std::string mqtt_client_id;
   int mqtt_keepalive = 60;
   MqttProtocol mqtt_protocol = MqttProtocol::v311;
+  std::int64_t session_expiry = 604800;  // MQTT 5 session expiry in seconds
   std::string provision_topic_base = "provision";
   std::string keys_topic_base = "keys";
   // PEM text from the broker-config JSON's caCert: written to a private file at start-up.
@@ -73,10 +75,13 @@ struct Config {
   // Key store and plugins
   std::string keys_dir;  // resolved root (PROVISION_KEYS_DIR, PROJECT_ROOT, STATE_DIRECTORY, .)
   std::optional<std::string> project_root;
-  // The agent's own files (agent_private.pem, replay.json): $STATE_DIRECTORY's first entry under
-  // systemd, else the key store root's parent folder. Not a SPEC variable.
+  // The agent's own files (agent key, intake spool, request ledger): $STATE_DIRECTORY's first
+  // entry under systemd, else $XDG_STATE_HOME/provision-agent, else
+  // ~/.local/state/provision-agent; never the project folder or the key store (SPEC section 5).
   std::string state_dir;
-  std::string plugin_dir;  // PROVISION_PLUGIN_DIR or the compiled-in install folder
+  std::optional<std::string> key_group;  // PROVISION_KEY_GROUP
+  int max_devices = 10000;               // PROVISION_MAX_DEVICES
+  std::string plugin_dir;                // PROVISION_PLUGIN_DIR or the compiled-in install folder
   keystore::KeyType key_type = keystore::KeyType::rsa2048;
 
   // Requests
@@ -111,6 +116,10 @@ Config load_config(const ConfigInputs& inputs);
 // The default client id: "provision-agent-" + first 12 hex digits of /etc/machine-id, the
 // host name when there is none. `machine_id_path` is a parameter for tests.
 std::string default_client_id(const std::string& machine_id_path = "/etc/machine-id");
+
+// The state folder: $STATE_DIRECTORY (its first entry), else $XDG_STATE_HOME/provision-agent,
+// else $HOME/.local/state/provision-agent. Throws ConfigError when none is usable.
+std::string default_state_dir();
 
 // Lines for `provision-agent config`: "NAME=value (source)", secrets masked.
 std::vector<std::string> describe_config(const Config& config);

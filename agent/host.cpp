@@ -61,6 +61,48 @@ int host_key_exists(pa_call* call) {
   }
 }
 
+// The fingerprint of the device's current key, or none. Throws StoreError.
+std::optional<std::string> current_fingerprint(const pa_call* call) {
+  const Request& r = *call->request;
+  keystore::KeyStore& store = *call->services->store;
+  if (!store.has_keys(r.user_id, r.device_id)) return std::nullopt;
+  const auto key = store.load(r.user_id, r.device_id);
+  if (!key) return std::nullopt;
+  return key->fingerprint;
+}
+
+enum class Change { proceed, already_done, failed };
+
+// Before a key change (SPEC 3.4): either this request is served again after a crash and the
+// change it began was completed (the key is no longer the one recorded), or the change is
+// recorded now, fsynced, before anything is touched.
+Change prepare_change(pa_call* call) {
+  try {
+    const std::optional<std::string> current = current_fingerprint(call);
+    if (call->redo) {
+      if (current != call->redo->fingerprint_before) {
+        log_write(LogLevel::info, fields_of(call),
+                  "this request's key change was completed before the agent restarted; not "
+                  "repeating it");
+        return Change::already_done;
+      }
+      return Change::proceed;
+    }
+    if (call->intent_recorded || !call->services->begin_change) return Change::proceed;
+    if (!call->services->begin_change(call->seq, ChangeIntent{current})) {
+      call->error = RequestError{ErrorCode::storage_failed,
+                                 "cannot record the key change in the intake spool"};
+      return Change::failed;
+    }
+    call->intent_recorded = true;
+    return Change::proceed;
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    call->error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};
+    return Change::failed;
+  }
+}
+
 int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
   const Request& r = *call->request;
   const std::string type_name = key_type ? key_type : call->c_request.key_type;
@@ -69,6 +111,14 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
     call->error =
         RequestError{ErrorCode::invalid_request, fmt::format("unknown key type \"{}\"", type_name)};
     return PA_ERR_INVALID;
+  }
+  switch (prepare_change(call)) {
+    case Change::already_done:
+      return PA_OK;  // publish_key publishes the pair the first run stored
+    case Change::failed:
+      return PA_ERR_STORAGE;
+    case Change::proceed:
+      break;
   }
   keystore::KeyPair pair;
   try {
@@ -92,6 +142,14 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
 
 int host_key_delete(pa_call* call) {
   const Request& r = *call->request;
+  switch (prepare_change(call)) {
+    case Change::already_done:
+      return PA_OK;
+    case Change::failed:
+      return PA_ERR_STORAGE;
+    case Change::proceed:
+      break;
+  }
   try {
     if (!call->services->store->remove(r.user_id, r.device_id)) {
       call->error = RequestError{ErrorCode::not_found, "the device has no keys"};
@@ -110,62 +168,22 @@ std::string keys_topic(const Config& config, const std::string& device) {
 }
 
 int host_publish_key(pa_call* call) {
-  const Request& r = *call->request;
-  const HostServices& services = *call->services;
-  std::optional<keystore::StoredKey> key = call->stored;
-  try {
-    if (!key) key = services.store->load(r.user_id, r.device_id);
-  } catch (const std::exception& error) {
-    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
-    call->error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};
-    return PA_ERR_STORAGE;
-  }
-  if (!key) {
-    call->error = RequestError{ErrorCode::not_found, "the device has no keys"};
-    return PA_ERR_NOT_FOUND;
-  }
-  if (key->repaired)
-    log_write(LogLevel::warning, fields_of(call),
-              "sensor_public.pem was missing or did not match the private key; rewrote it");
-  const std::string payload = key_message(*services.config, r, *key, services.agent_id);
-  if (!services.publish(keys_topic(*services.config, r.device_id), payload,
-                        services.config->retain_keys)) {
-    call->error = RequestError{ErrorCode::plugin_failed, "the MQTT client refused the key message"};
-    return PA_ERR_PUBLISH;
-  }
-  call->fingerprint = key->fingerprint;
-  return PA_OK;
+  return publish_stored_key(*call);
 }
 
 int host_clear_published_key(pa_call* call) {
   const HostServices& services = *call->services;
   // An empty retained message removes the broker's retained key (SPEC section 3).
-  if (!services.publish(keys_topic(*services.config, call->request->device_id), "", true))
-    return PA_ERR_PUBLISH;
+  const auto id =
+      services.publish(keys_topic(*services.config, call->request->device_id), "", true);
+  if (!id) return PA_ERR_PUBLISH;
+  call->message_ids.push_back(*id);
   return PA_OK;
 }
 
 void host_set_error(pa_call* call, const char* code, const char* message) {
-  static const ErrorCode kCodes[] = {ErrorCode::invalid_json,
-                                     ErrorCode::invalid_request,
-                                     ErrorCode::invalid_device_id,
-                                     ErrorCode::invalid_user_id,
-                                     ErrorCode::device_mismatch,
-                                     ErrorCode::unknown_action,
-                                     ErrorCode::payload_too_large,
-                                     ErrorCode::decrypt_failed,
-                                     ErrorCode::e2ee_required,
-                                     ErrorCode::unauthorized,
-                                     ErrorCode::replay,
-                                     ErrorCode::not_found,
-                                     ErrorCode::busy,
-                                     ErrorCode::keygen_failed,
-                                     ErrorCode::storage_failed,
-                                     ErrorCode::plugin_failed};
-  ErrorCode chosen = ErrorCode::plugin_failed;
-  for (ErrorCode known : kCodes)
-    if (code && std::string_view(code) == to_string(known)) chosen = known;
-  call->error = RequestError{chosen, message ? message : ""};
+  call->error = RequestError{parse_error_code(code ? code : "").value_or(ErrorCode::plugin_failed),
+                             message ? message : ""};
 }
 
 const pa_host kHostTable = {
@@ -179,6 +197,37 @@ const pa_host kHostTable = {
 const pa_host* host_table(const HostServices& services) {
   g_services = &services;
   return &kHostTable;
+}
+
+int publish_stored_key(pa_call& call) {
+  const Request& r = *call.request;
+  const HostServices& services = *call.services;
+  std::optional<keystore::StoredKey> key = call.stored;
+  try {
+    if (!key) key = services.store->load(r.user_id, r.device_id);
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(&call), fmt::format("key store: {}", error.what()));
+    call.error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};
+    return PA_ERR_STORAGE;
+  }
+  if (!key) {
+    call.error = RequestError{ErrorCode::not_found, "the device has no keys"};
+    return PA_ERR_NOT_FOUND;
+  }
+  if (key->repaired)
+    log_write(LogLevel::warning, fields_of(&call),
+              "sensor_public.pem was missing or did not match the private key; rewrote it");
+  const std::string payload = key_message(*services.config, r, *key, services.agent_id);
+  const auto id = services.publish(keys_topic(*services.config, r.device_id), payload,
+                                   services.config->retain_keys);
+  if (!id) {
+    call.error = RequestError{ErrorCode::plugin_failed, "the MQTT client refused the key message"};
+    return PA_ERR_PUBLISH;
+  }
+  call.message_ids.push_back(*id);
+  call.published_key = true;
+  call.fingerprint = key->fingerprint;
+  return PA_OK;
 }
 
 void prepare_call(pa_call& call, const std::string& effective_key_type) {

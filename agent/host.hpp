@@ -1,14 +1,17 @@
 #pragma once
 // The host function table given to plugins (SPEC section 6) and the per-request pa_call behind
 // it: key store operations, key generation, publishing, configuration and logging.
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config.hpp"
 #include "keystore/key_store.hpp"
 #include "provision/plugin.h"
 #include "request.hpp"
+#include "spool.hpp"
 
 namespace pa {
 
@@ -16,9 +19,14 @@ namespace pa {
 struct HostServices {
   const Config* config = nullptr;
   keystore::KeyStore* store = nullptr;
-  // Publishes with QoS 1; returns false when the client refused the message.
-  std::function<bool(const std::string& topic, const std::string& payload, bool retain)> publish;
+  // Publishes with QoS 1; returns the message id, or nullopt when the client refused it.
+  std::function<std::optional<int>(const std::string& topic, const std::string& payload,
+                                   bool retain)>
+      publish;
   std::string agent_id;
+  // Records, fsynced, that request `seq` is about to change a device's key (SPEC 3.4), so that
+  // serving it again after a crash does not change it twice. false: it could not be recorded.
+  std::function<bool(std::uint64_t seq, const ChangeIntent& intent)> begin_change;
 };
 
 // The table handed to every plugin's init(). Its functions reach the configuration through
@@ -36,12 +44,23 @@ struct pa_call {
   // The pair key_generate just stored, as store() derived it: publishing it needs no re-read.
   std::optional<pa::keystore::StoredKey> stored;
   std::optional<pa::RequestError> error;  // set by the plugin via set_error
+  std::uint64_t seq = 0;                  // the request's intake sequence number
+  // Served again after a crash that happened after this key change had begun: the fingerprint
+  // the key had before it. A key that differs now means the change was done.
+  std::optional<pa::ChangeIntent> redo;
+  bool intent_recorded = false;
+  std::vector<int> message_ids;  // what this request published (acknowledgements are awaited)
+  bool published_key = false;
 };
 
 namespace pa {
 
 // Fills call.c_request from call.request (strings point into *call.request).
 void prepare_call(pa_call& call, const std::string& effective_key_type);
+
+// Publishes the device's stored public key for `call`'s request (what publish_key does for a
+// plugin); used to answer a retry of a request that published a key. Returns a pa_status.
+int publish_stored_key(pa_call& call);
 
 // The K/D/public payload of SPEC section 3.2 for a stored key.
 std::string key_message(const Config& config, const Request& request,

@@ -4,6 +4,9 @@
 #include <mqtt_protocol.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
@@ -18,7 +21,9 @@ namespace pa::mqtt {
 namespace {
 
 constexpr int kQos = 1;
-constexpr std::uint32_t kSessionExpirySeconds = 7 * 24 * 3600;  // MQTT 5: keep a week of requests
+// A broker that accepted TCP but has not answered CONNECT by then (or whose SYNs vanish) is
+// given up on, and the next attempt follows the back-off.
+constexpr auto kConnectTimeout = std::chrono::seconds(30);
 
 void init_library() {
   static std::once_flag once;
@@ -128,6 +133,19 @@ Session::Session(const Config& config, std::string status_topic, std::string onl
   if (config.mqtt_use_tls && config.mqtt_tls_insecure)
     log_warning("MQTT_TLS_INSECURE is on: the broker's certificate host name is not verified");
 
+  if (v5) {
+    // libmosquitto 2.0 has no asynchronous connect that takes CONNECT properties, but keeps
+    // those of the last mosquitto_connect_bind_v5() for every later connect. That call stores
+    // them before it checks its arguments, so an invalid port stores them without connecting.
+    mosquitto_property* list = nullptr;
+    mosquitto_property_add_int32(&list, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                 static_cast<std::uint32_t>(config.session_expiry));
+    const PropertyList props(list);
+    const int rc = mosquitto_connect_bind_v5(client_.get(), config.mqtt_host.c_str(), -1,
+                                             config.mqtt_keepalive, nullptr, props.get());
+    if (rc != MOSQ_ERR_INVAL) throw ConfigError("cannot set the MQTT 5 session expiry");
+  }
+
   const std::string offline = R"({"status":"offline"})";
   if (mosquitto_will_set_v5(client_.get(), status_topic_.c_str(), static_cast<int>(offline.size()),
                             offline.data(), kQos, true, nullptr) != MOSQ_ERR_SUCCESS)
@@ -148,23 +166,33 @@ void Session::note_state(const std::string& state) {
     log_warning("{}", state);
 }
 
-bool Session::try_connect() {
-  PropertyList props;
-  if (config_.mqtt_protocol == MqttProtocol::v5) {
-    mosquitto_property* list = nullptr;
-    mosquitto_property_add_int32(&list, MQTT_PROP_SESSION_EXPIRY_INTERVAL, kSessionExpirySeconds);
-    props.reset(list);
-  }
-  const int rc =
-      mosquitto_connect_bind_v5(client_.get(), config_.mqtt_host.c_str(), config_.mqtt_port,
-                                config_.mqtt_keepalive, nullptr, props.get());
-  if (rc != MOSQ_ERR_SUCCESS) {
+Session::~Session() {
+  // A look-up still running holds the client; it ends within the resolver's own time-outs.
+  if (connector_.joinable()) connector_.join();
+}
+
+void Session::start_connect() {
+  connect_returned_ = false;
+  connector_ = std::thread([this] {
+    // The asynchronous connect resolves the name (blocking, here) and starts a non-blocking TCP
+    // connect; the event loop finishes it.
+    connect_rc_ = mosquitto_connect_bind_async(client_.get(), config_.mqtt_host.c_str(),
+                                               config_.mqtt_port, config_.mqtt_keepalive, nullptr);
+    connect_errno_ = errno;
+    connect_returned_ = true;
+  });
+}
+
+void Session::finish_connect() {
+  connector_.join();
+  if (connect_rc_ != MOSQ_ERR_SUCCESS) {
+    errno = connect_errno_;
     schedule_retry(fmt::format("broker {}:{} unreachable: {}", config_.mqtt_host, config_.mqtt_port,
-                               describe_rc(rc)));
-    return false;
+                               describe_rc(connect_rc_)));
+    return;
   }
   socket_open_ = true;
-  return true;
+  socket_opened_ = std::chrono::steady_clock::now();
 }
 
 void Session::schedule_retry(const std::string& cause) {
@@ -187,25 +215,47 @@ void Session::schedule_retry(const std::string& cause) {
 }
 
 void Session::run(const std::atomic<bool>& stop) {
+  auto tick = [this] {
+    if (handlers_.on_tick) handlers_.on_tick();
+  };
   while (!stop) {
+    if (connector_.joinable()) {
+      if (!connect_returned_) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        tick();
+        continue;
+      }
+      finish_connect();
+      continue;
+    }
     if (!socket_open_) {
       if (std::chrono::steady_clock::now() < next_attempt_) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        if (handlers_.on_tick) handlers_.on_tick();
+        tick();
         continue;
       }
-      if (!try_connect()) continue;
+      start_connect();
+      continue;
     }
     const int rc = mosquitto_loop(client_.get(), 100, 1);
     if (rc != MOSQ_ERR_SUCCESS && socket_open_)
       schedule_retry(fmt::format("connection to {}:{} lost: {}", config_.mqtt_host,
                                  config_.mqtt_port, describe_rc(rc)));
-    if (handlers_.on_tick) handlers_.on_tick();
+    if (socket_open_ && !connected_ &&
+        std::chrono::steady_clock::now() - socket_opened_ > kConnectTimeout) {
+      // shutdown(2) ends a connect that is still waiting for its SYN-ACK, or a CONNECT nobody
+      // answers; libmosquitto then sees the socket fail and closes it itself.
+      if (const int fd = mosquitto_socket(client_.get()); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+      mosquitto_loop(client_.get(), 10, 1);
+      schedule_retry(fmt::format("broker {}:{} did not answer within {} s", config_.mqtt_host,
+                                 config_.mqtt_port, kConnectTimeout.count()));
+    }
+    tick();
   }
 }
 
-bool Session::publish(const std::string& topic, const std::string& payload, bool retain,
-                      const ReplyTo* reply) {
+std::optional<int> Session::publish(const std::string& topic, const std::string& payload,
+                                    bool retain, const ReplyTo* reply) {
   PropertyList props;
   if (reply) {
     mosquitto_property* list = nullptr;
@@ -216,15 +266,16 @@ bool Session::publish(const std::string& topic, const std::string& payload, bool
     props.reset(list);
   }
   const std::string& target = reply ? reply->topic : topic;
+  int mid = 0;
   const int rc =
-      mosquitto_publish_v5(client_.get(), nullptr, target.c_str(), static_cast<int>(payload.size()),
+      mosquitto_publish_v5(client_.get(), &mid, target.c_str(), static_cast<int>(payload.size()),
                            payload.data(), kQos, retain, props.get());
   // NO_CONN: libmosquitto has queued the QoS 1 message and sends it after reconnecting.
   if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
     log_error("cannot publish on {}: {}", target, describe_rc(rc));
-    return false;
+    return std::nullopt;
   }
-  return true;
+  return mid;
 }
 
 void Session::close(std::chrono::milliseconds timeout) {
@@ -317,6 +368,7 @@ void Session::on_log(mosquitto* /*client*/, void* self_ptr, int level, const cha
 void Session::on_publish(mosquitto* /*client*/, void* self_ptr, int mid, int /*reason*/,
                          const mosquitto_property* /*props*/) {
   auto* self = static_cast<Session*>(self_ptr);
+  if (self->handlers_.on_published) self->handlers_.on_published(mid);
   if (mid != self->online_mid_) return;
   self->online_mid_ = -1;
   if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
@@ -331,10 +383,18 @@ void Session::on_message(mosquitto* /*client*/, void* self_ptr, const mosquitto_
   inbound.topic = message->topic;
   inbound.device_id = std::move(parsed->first);
   inbound.kind = parsed->second;
-  if (message->payloadlen > 0)
-    inbound.payload.assign(static_cast<const char*>(message->payload),
-                           static_cast<std::size_t>(message->payloadlen));
+  inbound.payload_bytes = static_cast<std::size_t>(std::max(message->payloadlen, 0));
+  // An oversized payload is answered by its size alone: never copied (SPEC section 3.5).
+  if (message->payloadlen > 0 &&
+      inbound.payload_bytes <= static_cast<std::size_t>(self->config_.max_payload))
+    inbound.payload.assign(static_cast<const char*>(message->payload), inbound.payload_bytes);
   if (props) {
+    std::uint32_t expiry = 0;
+    if (mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &expiry, false))
+      inbound.expires_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count() +
+                              static_cast<std::int64_t>(expiry) * 1000;
     char* response_topic = nullptr;
     if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false)) {
       inbound.response_topic = response_topic;

@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -79,9 +80,12 @@ struct ReplyTo {
 class Session {
  public:
   struct Handlers {
-    std::function<void(InboundMessage&&)> on_request;  // network thread: decode + enqueue only
-    std::function<void()> on_subscribed;  // subscriptions and the online status acknowledged
-    std::function<void()> on_tick;        // each loop turn (watchdog, status)
+    // Network thread: spool + enqueue only. A payload over `max_payload` bytes is not copied
+    // (message.payload stays empty, message.payload_bytes says how big it was).
+    std::function<void(InboundMessage&&)> on_request;
+    std::function<void(int mid)> on_published;  // network thread: the broker acknowledged `mid`
+    std::function<void()> on_subscribed;        // subscriptions and the online status acknowledged
+    std::function<void()> on_tick;              // each loop turn (watchdog, status)
   };
 
   // Sets up the client, TLS and will. Throws ConfigError for settings libmosquitto refuses.
@@ -89,13 +93,15 @@ class Session {
           Handlers handlers);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
+  ~Session();
 
   // Runs the event loop until `stop` becomes true; never fails on broker trouble.
   void run(const std::atomic<bool>& stop);
 
-  // Thread-safe. QoS 1 messages are kept by libmosquitto across reconnects.
-  bool publish(const std::string& topic, const std::string& payload, bool retain,
-               const ReplyTo* reply = nullptr);
+  // Thread-safe. QoS 1 messages are kept by libmosquitto across reconnects. Returns the message
+  // id (whose acknowledgement on_published reports), or nullopt when the client refused it.
+  std::optional<int> publish(const std::string& topic, const std::string& payload, bool retain,
+                             const ReplyTo* reply = nullptr);
 
   // Publishes the offline status and disconnects, flushing for at most `timeout`.
   void close(std::chrono::milliseconds timeout);
@@ -113,7 +119,8 @@ class Session {
   static void on_publish(mosquitto*, void* self, int mid, int reason, const mosquitto_property*);
   static void on_log(mosquitto*, void* self, int level, const char* text);
 
-  bool try_connect();
+  void start_connect();
+  void finish_connect();
   void schedule_retry(const std::string& cause);
   void note_state(const std::string& state);
 
@@ -125,6 +132,13 @@ class Session {
   TemporaryFile inline_ca_;  // the broker-config JSON's inline CA, written to a private file
   std::atomic<bool> connected_{false};
   bool socket_open_ = false;
+  // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,
+  // STATUS=, WATCHDOG=1) while the broker's name does not resolve or its SYNs are dropped.
+  std::thread connector_;
+  std::atomic<bool> connect_returned_{false};
+  int connect_rc_ = 0;
+  int connect_errno_ = 0;
+  std::chrono::steady_clock::time_point socket_opened_{};
   int attempts_ = 0;
   std::chrono::steady_clock::time_point next_attempt_{};
   int subscribe_mid_ = -1;     // the SUBSCRIBE whose SUBACK makes us ready

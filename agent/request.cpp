@@ -5,12 +5,19 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cryptopp/hex.h>
+#include <cryptopp/sha.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <vector>
 
 #include "envelope.hpp"
 #include "keystore/identifier.hpp"
 #include "keystore/key_pair.hpp"
+#include "strict_json.hpp"
+#include "text.hpp"
 
 namespace pa {
 namespace {
@@ -39,42 +46,42 @@ std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
 
 }  // namespace
 
+namespace {
+
+// One table for the codes' names (SPEC section 3.3): to_string and parse_error_code read it.
+constexpr std::pair<ErrorCode, const char*> kErrorNames[] = {
+    {ErrorCode::invalid_json, "invalid_json"},
+    {ErrorCode::invalid_request, "invalid_request"},
+    {ErrorCode::invalid_device_id, "invalid_device_id"},
+    {ErrorCode::invalid_user_id, "invalid_user_id"},
+    {ErrorCode::device_mismatch, "device_mismatch"},
+    {ErrorCode::unknown_action, "unknown_action"},
+    {ErrorCode::payload_too_large, "payload_too_large"},
+    {ErrorCode::decrypt_failed, "decrypt_failed"},
+    {ErrorCode::e2ee_required, "e2ee_required"},
+    {ErrorCode::unauthorized, "unauthorized"},
+    {ErrorCode::replay, "replay"},
+    {ErrorCode::not_found, "not_found"},
+    {ErrorCode::busy, "busy"},
+    {ErrorCode::quota_exceeded, "quota_exceeded"},
+    {ErrorCode::expired, "expired"},
+    {ErrorCode::keygen_failed, "keygen_failed"},
+    {ErrorCode::storage_failed, "storage_failed"},
+    {ErrorCode::plugin_failed, "plugin_failed"},
+};
+
+}  // namespace
+
 const char* to_string(ErrorCode code) noexcept {
-  switch (code) {
-    case ErrorCode::invalid_json:
-      return "invalid_json";
-    case ErrorCode::invalid_request:
-      return "invalid_request";
-    case ErrorCode::invalid_device_id:
-      return "invalid_device_id";
-    case ErrorCode::invalid_user_id:
-      return "invalid_user_id";
-    case ErrorCode::device_mismatch:
-      return "device_mismatch";
-    case ErrorCode::unknown_action:
-      return "unknown_action";
-    case ErrorCode::payload_too_large:
-      return "payload_too_large";
-    case ErrorCode::decrypt_failed:
-      return "decrypt_failed";
-    case ErrorCode::e2ee_required:
-      return "e2ee_required";
-    case ErrorCode::unauthorized:
-      return "unauthorized";
-    case ErrorCode::replay:
-      return "replay";
-    case ErrorCode::not_found:
-      return "not_found";
-    case ErrorCode::busy:
-      return "busy";
-    case ErrorCode::keygen_failed:
-      return "keygen_failed";
-    case ErrorCode::storage_failed:
-      return "storage_failed";
-    case ErrorCode::plugin_failed:
-      return "plugin_failed";
-  }
+  for (const auto& [known, name] : kErrorNames)
+    if (known == code) return name;
   return "plugin_failed";
+}
+
+std::optional<ErrorCode> parse_error_code(std::string_view name) noexcept {
+  for (const auto& [code, known] : kErrorNames)
+    if (name == known) return code;
+  return std::nullopt;
 }
 
 std::optional<std::pair<std::string, TopicKind>> parse_request_topic(std::string_view topic,
@@ -117,39 +124,104 @@ std::string canonical_action(std::string_view action) {
   return std::string(action);
 }
 
-std::optional<Envelope> parse_envelope(std::string_view payload) {
-  rapidjson::Document doc;
-  doc.Parse(payload.data(), payload.size());
-  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
-  // The original agent's test: all four fields present means "encrypted".
+namespace {
+
+// The original agent's test: all four fields present means "encrypted". A field of the wrong
+// type still marks an envelope: it must fail to decrypt, never be read as plaintext, and empty
+// strings do that.
+std::optional<Envelope> envelope_from(const rapidjson::Value& doc) {
+  if (!doc.IsObject()) return std::nullopt;
   for (const char* field : {"session_key", "nonce", "tag", "ciphertext"})
     if (!doc.HasMember(field)) return std::nullopt;
-  Envelope envelope;
-  auto text = [&](const char* field) -> std::optional<std::string> {
+  auto text = [&](const char* field) {
     const auto& value = doc[field];
-    if (!value.IsString()) return std::nullopt;
-    return string_of(value);
+    return value.IsString() ? string_of(value) : std::string();
   };
-  auto session_key = text("session_key"), nonce = text("nonce"), tag = text("tag"),
-       ciphertext = text("ciphertext");
-  // A field of the wrong type still marks an envelope: it must fail to decrypt, never be
-  // read as plaintext. Empty strings do that.
-  envelope.session_key = session_key.value_or("");
-  envelope.nonce = nonce.value_or("");
-  envelope.tag = tag.value_or("");
-  envelope.ciphertext = ciphertext.value_or("");
+  Envelope envelope;
+  envelope.session_key = text("session_key");
+  envelope.nonce = text("nonce");
+  envelope.tag = text("tag");
+  envelope.ciphertext = text("ciphertext");
   if (doc.HasMember("mode")) envelope.mode = doc["mode"].IsString() ? string_of(doc["mode"]) : "?";
   if (doc.HasMember("signature") && doc["signature"].IsString())
     envelope.signature = string_of(doc["signature"]);
   return envelope;
 }
 
-std::optional<std::string> peek_request_id(std::string_view payload) {
+ErrorCode code_of(JsonFault fault) {
+  return fault == JsonFault::syntax ? ErrorCode::invalid_json : ErrorCode::invalid_request;
+}
+
+// Members that identify or time a request rather than say what it asks for; the rest is its
+// content (SPEC 3.4). user_id, action, key_type and force are folded in normalised.
+bool is_identity_member(std::string_view name) {
+  return name == "request_id" || name == "nonce" || name == "ts" || name == "timestamp" ||
+         name == "device_id" || name == "user_id" || name == "action" || name == "key_type" ||
+         name == "force";
+}
+
+std::string content_digest(const Request& request, const rapidjson::Value& doc) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.StartObject();
+  auto put = [&](const char* name, std::string_view value) {
+    writer.Key(name);
+    writer.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  };
+  put("device", request.device_id);
+  if (request.user_id) put("user", *request.user_id);
+  put("action", request.action);
+  if (request.key_type) put("key_type", *request.key_type);
+  writer.Key("force");
+  writer.Bool(request.force);
+  // Member names are unique (strict parse), so sorting them gives one canonical order.
+  std::vector<const rapidjson::Value::Member*> others;
+  for (const auto& member : doc.GetObject())
+    if (!is_identity_member(
+            std::string_view(member.name.GetString(), member.name.GetStringLength())))
+      others.push_back(&member);
+  std::sort(others.begin(), others.end(), [](const auto* a, const auto* b) {
+    return std::string_view(a->name.GetString(), a->name.GetStringLength()) <
+           std::string_view(b->name.GetString(), b->name.GetStringLength());
+  });
+  writer.Key("fields");
+  writer.StartObject();
+  for (const auto* member : others) {
+    writer.Key(member->name.GetString(), member->name.GetStringLength());
+    member->value.Accept(writer);  // depth is bounded by the strict parse
+  }
+  writer.EndObject();
+  writer.EndObject();
+
+  CryptoPP::SHA256 hash;
+  CryptoPP::byte sum[CryptoPP::SHA256::DIGESTSIZE];
+  hash.CalculateDigest(sum, reinterpret_cast<const CryptoPP::byte*>(buffer.GetString()),
+                       buffer.GetSize());
+  std::string hex;
+  CryptoPP::ArraySource(sum, sizeof sum, true,
+                        new CryptoPP::HexEncoder(new CryptoPP::StringSink(hex), false));
+  return hex;
+}
+
+constexpr std::size_t kMaxIdLength = 256;
+
+}  // namespace
+
+std::optional<Envelope> parse_envelope(std::string_view payload) {
   rapidjson::Document doc;
-  doc.Parse(payload.data(), payload.size());
-  if (doc.HasParseError() || !doc.IsObject() || parse_envelope(payload)) return std::nullopt;
+  if (parse_json_strictly(payload, doc).fault != JsonFault::none) return std::nullopt;
+  return envelope_from(doc);
+}
+
+std::optional<std::string> peek_request_id(std::string_view payload, std::size_t max_payload) {
+  if (payload.size() > max_payload) return std::nullopt;
+  rapidjson::Document doc;
+  if (parse_json_strictly(payload, doc).fault != JsonFault::none || !doc.IsObject() ||
+      envelope_from(doc))
+    return std::nullopt;
   auto it = doc.FindMember("request_id");
-  if (it == doc.MemberEnd() || !it->value.IsString()) return std::nullopt;
+  if (it == doc.MemberEnd() || !it->value.IsString() || it->value.GetStringLength() > kMaxIdLength)
+    return std::nullopt;
   return string_of(it->value);
 }
 
@@ -168,53 +240,52 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
                             message.payload.size(), max_payload));
   if (!keystore::is_valid_identifier(message.device_id)) {
     // No key lookup or decryption for an invalid device; a plaintext request_id is still echoed.
-    out.request_id = peek_request_id(message.payload);
+    out.request_id = peek_request_id(message.payload, max_payload);
     return fail(ErrorCode::invalid_device_id,
                 "device id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
                 "or digit");
   }
+  if (message.payload.empty())
+    return fail(ErrorCode::invalid_json, "payload is empty; a request is a JSON object");
 
-  // An empty payload means "no fields" (mosquitto_pub -n on the update/delete topics).
-  std::string plaintext = message.payload.empty() ? std::string("{}") : message.payload;
+  rapidjson::Document doc;
+  if (const JsonCheck check = parse_json_strictly(message.payload, doc);
+      check.fault != JsonFault::none)
+    return fail(code_of(check.fault), fmt::format("payload is not valid: {}", check.message));
+
   // Decrypted plaintext is wiped when decoding ends, whichever way it ends (SPEC section 4).
+  std::string plaintext;
   struct WipeOnReturn {
     std::string& text;
-    bool armed = false;
-    ~WipeOnReturn() {
-      if (armed) e2ee::wipe(text);
-    }
+    ~WipeOnReturn() { e2ee::wipe(text); }
   } wipe_plaintext{plaintext};
-  if (auto envelope = parse_envelope(plaintext)) {
+  if (auto envelope = envelope_from(doc)) {
     out.encrypted = true;
-    wipe_plaintext.armed = true;
     auto decrypted = decrypt(*envelope, message.device_id);
     if (auto* error = std::get_if<RequestError>(&decrypted)) {
       out.error = std::move(*error);
       return out;
     }
     plaintext = std::move(std::get<std::string>(decrypted));
+    if (const JsonCheck check = parse_json_strictly(plaintext, doc); check.fault != JsonFault::none)
+      return fail(code_of(check.fault),
+                  fmt::format("decrypted payload is not valid: {}", check.message));
   }
-
-  rapidjson::Document doc;
-  doc.Parse(plaintext.data(), plaintext.size());
-  if (doc.HasParseError())
-    return fail(ErrorCode::invalid_json,
-                out.encrypted ? "decrypted payload is not JSON" : "payload is not JSON");
   if (!doc.IsObject()) return fail(ErrorCode::invalid_request, "request must be a JSON object");
 
   // request_id first, so every later error can echo it.
   std::optional<std::string> request_id;
   if (auto it = doc.FindMember("request_id"); it != doc.MemberEnd() && !it->value.IsNull()) {
-    if (it->value.IsString())
-      request_id = string_of(it->value);
-    else if (it->value.IsInt64())
-      request_id = std::to_string(it->value.GetInt64());
-    else
+    if (!it->value.IsString())
       return fail(ErrorCode::invalid_request, "request_id must be a string");
-    if (request_id->size() > 256) return fail(ErrorCode::invalid_request, "request_id too long");
+    if (it->value.GetStringLength() > kMaxIdLength)
+      return fail(ErrorCode::invalid_request,
+                  fmt::format("request_id is longer than {} bytes", kMaxIdLength));
+    request_id = string_of(it->value);
     out.request_id = request_id;
   }
 
+  // "" and null mean no user, as the original agent read them.
   std::optional<std::string> user_id;
   if (auto it = doc.FindMember("user_id"); it != doc.MemberEnd() && !it->value.IsNull()) {
     if (it->value.IsString())
@@ -223,23 +294,28 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
       user_id = std::to_string(it->value.GetInt64());
     else
       return fail(ErrorCode::invalid_user_id, "user_id must be a string or an integer");
-    if (!keystore::is_valid_identifier(*user_id))
+    if (user_id->empty()) {
+      user_id.reset();
+    } else if (!keystore::is_valid_identifier(*user_id)) {
       return fail(ErrorCode::invalid_user_id,
                   "user id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
                   "or digit");
+    }
     out.user_id = user_id;
   }
 
+  Request request;
   std::string action = topic_action(message.kind);
   if (auto it = doc.FindMember("action"); it != doc.MemberEnd() && !it->value.IsNull()) {
     if (!it->value.IsString()) return fail(ErrorCode::invalid_request, "action must be a string");
     std::string named = canonical_action(string_of(it->value));
-    if (message.kind != TopicKind::request && named != action)
-      return fail(
-          ErrorCode::invalid_request,
-          fmt::format("action \"{}\" does not match the {} topic", string_of(it->value), action));
     if (named.empty()) return fail(ErrorCode::invalid_request, "action must not be empty");
+    if (message.kind != TopicKind::request && named != action)
+      return fail(ErrorCode::invalid_request,
+                  fmt::format("action \"{}\" does not match the {} topic",
+                              escape_controls(string_of(it->value)), action));
     action = std::move(named);
+    request.names_action = true;
   }
   out.action = action;
 
@@ -247,9 +323,9 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
     if (!it->value.IsString() || string_of(it->value) != message.device_id)
       return fail(ErrorCode::device_mismatch,
                   "device_id in the payload differs from the device in the topic");
+    request.names_device = true;
   }
 
-  Request request;
   request.device_id = message.device_id;
   request.user_id = user_id;
   request.action = action;
@@ -258,17 +334,27 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
 
   if (auto it = doc.FindMember("nonce"); it != doc.MemberEnd() && !it->value.IsNull()) {
     if (!it->value.IsString()) return fail(ErrorCode::invalid_request, "nonce must be a string");
+    if (it->value.GetStringLength() > kMaxIdLength)
+      return fail(ErrorCode::invalid_request,
+                  fmt::format("nonce is longer than {} bytes", kMaxIdLength));
     request.nonce = string_of(it->value);
   }
   if (auto it = doc.FindMember("ts"); it != doc.MemberEnd() && !it->value.IsNull()) {
-    if (!it->value.IsInt64()) return fail(ErrorCode::invalid_request, "ts must be an integer");
+    // Bounded so that microseconds fit in 64 bits: years 1 to 9999.
+    constexpr std::int64_t kMaxSeconds = 253402300799;
+    if (!it->value.IsInt64() || it->value.GetInt64() < -62135596800 ||
+        it->value.GetInt64() > kMaxSeconds)
+      return fail(ErrorCode::invalid_request, "ts must be an integer of Unix seconds");
     request.ts = it->value.GetInt64();
+    request.ts_us = *request.ts * 1000000;
   } else if (auto ts = doc.FindMember("timestamp"); ts != doc.MemberEnd() && !ts->value.IsNull()) {
-    std::optional<std::int64_t> seconds;
-    if (ts->value.IsString()) seconds = parse_rfc3339(string_of(ts->value));
-    if (!seconds)
-      return fail(ErrorCode::invalid_request, "timestamp must be an RFC 3339 date and time");
-    request.ts = seconds;
+    std::optional<std::int64_t> micros;
+    if (ts->value.IsString()) micros = parse_rfc3339_us(string_of(ts->value));
+    if (!micros)
+      return fail(ErrorCode::invalid_request,
+                  "timestamp must be an RFC 3339 date and time (2026-11-23T10:00:00Z)");
+    request.ts_us = micros;
+    request.ts = parse_rfc3339(string_of(ts->value));
   }
   if (auto it = doc.FindMember("force"); it != doc.MemberEnd() && !it->value.IsNull()) {
     if (!it->value.IsBool()) return fail(ErrorCode::invalid_request, "force must be a boolean");
@@ -280,13 +366,14 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
                   "key_type must be one of rsa-2048, rsa-3072, rsa-4096, ec-p256, ed25519");
     request.key_type = string_of(it->value);
   }
+  request.content_digest = content_digest(request, doc);
   request.json = to_json_text(doc);
   out.request = std::move(request);
   return out;
 }
 
-std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
-  // YYYY-MM-DD('T'|'t'|' ')HH:MM:SS[.fraction](Z|z|+HH:MM|-HH:MM)
+std::optional<std::int64_t> parse_rfc3339_us(std::string_view text) {
+  // YYYY-MM-DD('T'|'t'|' ')HH:MM:SS[.fraction][Z|z|+HH:MM|-HH:MM]; no offset means UTC.
   auto digits = [&](std::size_t pos, std::size_t count, int& value) {
     if (pos + count > text.size()) return false;
     value = 0;
@@ -297,18 +384,25 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
     return true;
   };
   int year, month, day, hour, minute, second;
-  if (!digits(0, 4, year) || text.size() < 20 || text[4] != '-' || !digits(5, 2, month) ||
+  if (text.size() < 19 || !digits(0, 4, year) || text[4] != '-' || !digits(5, 2, month) ||
       text[7] != '-' || !digits(8, 2, day) ||
       (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || !digits(11, 2, hour) ||
       text[13] != ':' || !digits(14, 2, minute) || text[16] != ':' || !digits(17, 2, second))
     return std::nullopt;
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
+  if (year < 1 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
+      second > 60)
     return std::nullopt;
   std::size_t pos = 19;
+  std::int64_t micros = 0;
   if (pos < text.size() && text[pos] == '.') {
     ++pos;
     const std::size_t start = pos;
-    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos;
+    std::int64_t scale = 100000;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      micros += (text[pos] - '0') * scale;  // digits past the sixth add nothing
+      scale /= 10;
+      ++pos;
+    }
     if (pos == start) return std::nullopt;
   }
   std::int64_t offset = 0;
@@ -321,12 +415,19 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
       return std::nullopt;
     offset = (oh * 3600 + om * 60) * (text[pos] == '+' ? 1 : -1);
     pos += 6;
-  } else {
-    return std::nullopt;
   }
   if (pos != text.size()) return std::nullopt;
-  return days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
-         hour * 3600 + minute * 60 + second - offset;
+  const std::int64_t seconds =
+      days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
+      hour * 3600 + minute * 60 + second - offset;
+  return seconds * 1000000 + micros;
+}
+
+std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
+  const auto micros = parse_rfc3339_us(text);
+  if (!micros) return std::nullopt;
+  // Rounded down, also before 1970.
+  return *micros >= 0 ? *micros / 1000000 : -((-*micros + 999999) / 1000000);
 }
 
 std::string format_rfc3339(std::int64_t unix_seconds) {

@@ -26,11 +26,15 @@ enum class ErrorCode {
   replay,
   not_found,
   busy,
+  quota_exceeded,
+  expired,
   keygen_failed,
   storage_failed,
   plugin_failed,
 };
+// The SPEC section 3.3 name of a code, and back (nullopt for a name that is none of them).
 const char* to_string(ErrorCode code) noexcept;
+std::optional<ErrorCode> parse_error_code(std::string_view name) noexcept;
 
 struct RequestError {
   ErrorCode code;
@@ -46,8 +50,11 @@ struct InboundMessage {
   std::string device_id;  // the topic's D, not yet validated
   TopicKind kind = TopicKind::request;
   std::string payload;
-  std::optional<std::string> response_topic;  // MQTT 5 Response Topic
+  std::size_t payload_bytes = 0;  // the payload's size as received (over the limit: not copied)
+  std::optional<std::string> response_topic;  // MQTT 5 Response Topic (already vetted)
   std::string correlation_data;               // MQTT 5 Correlation Data
+  std::uint64_t seq = 0;                      // intake spool sequence number (arrival order)
+  std::int64_t expires_at_ms = 0;             // MQTT 5 Message Expiry as Unix milliseconds; 0: none
 };
 
 // "P/D/request" | "P/D/update" | "P/D/delete" -> (D, kind); nullopt for any other topic.
@@ -87,10 +94,18 @@ struct Request {
   std::string action;  // canonical
   std::optional<std::string> request_id;
   std::optional<std::string> nonce;
-  std::optional<std::int64_t> ts;  // from "ts" or "timestamp", Unix seconds
+  std::optional<std::int64_t> ts;     // from "ts" or "timestamp", Unix seconds (rounded down)
+  std::optional<std::int64_t> ts_us;  // the same in microseconds: fractions count (SPEC 3.1)
   bool force = false;
   std::optional<std::string> key_type;
   bool encrypted = false;
+  // Which binding fields the (decrypted) payload named itself: a signed request must name
+  // device_id, action, request_id and ts (SPEC section 4).
+  bool names_device = false;
+  bool names_action = false;
+  // Hex SHA-256 of what the request asks for: device, user, action, key type, force and every
+  // other field, but not request_id, nonce, ts or timestamp (SPEC 3.4: a retry's content).
+  std::string content_digest;
   std::string json;  // the decoded request object (plaintext) as JSON text
 };
 
@@ -108,16 +123,19 @@ struct Decoded {
 // Whether a JSON object text is an envelope, and its fields; nullopt otherwise.
 std::optional<Envelope> parse_envelope(std::string_view payload);
 
-// The request_id of a plaintext request, for replies to requests that are not decoded (an
-// invalid device, a full queue); nullopt for envelopes and anything unreadable.
-std::optional<std::string> peek_request_id(std::string_view payload);
-
 // Decodes one message. `max_payload` bytes at most. A message that looks like an envelope is
 // decrypted with `decrypt` and never read as plaintext.
 Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
                        const Decryptor& decrypt);
 
-// RFC 3339 ("2026-11-23T10:00:00Z", offsets and fractions allowed) -> Unix seconds.
+// The request_id of a plaintext payload within `max_payload`, for replies to requests that are
+// not decoded (an invalid device, a full queue); nullopt for envelopes and anything unreadable.
+std::optional<std::string> peek_request_id(std::string_view payload, std::size_t max_payload);
+
+// RFC 3339 ("2026-11-23T10:00:00Z", offsets and fractions allowed; without an offset the time
+// is UTC, as the original server's utcnow().isoformat() means it) -> Unix microseconds.
+std::optional<std::int64_t> parse_rfc3339_us(std::string_view text);
+// The same in Unix seconds, rounded down.
 std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 
 // Unix seconds -> "2026-11-23T10:00:00Z".

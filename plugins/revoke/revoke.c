@@ -10,8 +10,11 @@ static int revoke_handle(void* state, pa_call* call, const pa_request* request) 
   const pa_host* host = (const pa_host*)state;
   (void)request;
   int rc = host->key_delete(call);
-  if (rc != PA_OK) return rc;
-  return host->clear_published_key(call);
+  if (rc != PA_OK && rc != PA_ERR_NOT_FOUND) return rc;
+  /* Cleared even when there were no keys: a retained key someone planted on K/D/public must not
+   * outlive the delete (SPEC section 3.5). */
+  int cleared = host->clear_published_key(call);
+  return rc != PA_OK ? rc : cleared;
 }
 
 static const char* const revoke_actions[] = {"delete", NULL};

@@ -304,7 +304,10 @@ TEST_F(AgentFlowTest, UpdateKeepsOneBackupAndDeleteClearsKeys) {
   EXPECT_EQ(error_code(deleted_again), "not_found");
 }
 
-TEST_F(AgentFlowTest, ReplayedRequestIdIsRefusedAlsoAfterRestart) {
+// SPEC 3.4: a server may simply retry any request it got no answer for. The same id with the same
+// content is answered from its record (duplicate: true, the current key published again) and is
+// not run again, also after a restart; the same id with other content is a replay.
+TEST_F(AgentFlowTest, RetryIsAnsweredFromItsRecordAlsoAfterRestart) {
   Agent agent(broker.port());
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent));
@@ -313,25 +316,67 @@ TEST_F(AgentFlowTest, ReplayedRequestIdIsRefusedAlsoAfterRestart) {
 
   auto first = request("provision/rep01/request", "rep01", "once-only", payload);
   ASSERT_EQ(json_string(first, "status"), "ok") << error_code(first);
+  EXPECT_FALSE(json_has(first, "duplicate"));
+  const std::string fingerprint = json_string(first, "fingerprint");
   const std::string private_before = read_file(private_pem);
+  ASSERT_TRUE(observer->wait_count("keys/rep01/public", 1, kResponseTimeout));
 
-  // The same request again (force would replace the key if it were obeyed).
+  // The same request again (force would replace the key if it were run again).
   observer->publish("provision/rep01/request", payload);
   ASSERT_TRUE(observer->wait_count("provision/rep01/response", 2, kResponseTimeout));
   auto second = parse_json(observer->messages("provision/rep01/response").back().payload);
-  EXPECT_EQ(json_string(second, "status"), "error");
-  EXPECT_EQ(error_code(second), "replay");
+  EXPECT_EQ(json_string(second, "status"), "ok");
+  ASSERT_TRUE(json_has(second, "duplicate"));
+  EXPECT_TRUE(second["duplicate"].GetBool());
   EXPECT_EQ(json_string(second, "request_id"), "once-only");
+  EXPECT_EQ(json_string(second, "fingerprint"), fingerprint);
+  EXPECT_EQ(read_file(private_pem), private_before);
+  ASSERT_TRUE(observer->wait_count("keys/rep01/public", 2, kResponseTimeout))
+      << "the retry did not publish the current key again";
+  EXPECT_EQ(json_string(parse_json(observer->messages("keys/rep01/public").back().payload),
+                        "fingerprint"),
+            fingerprint);
+
+  // The same id with other content: a replay, reported, nothing changed.
+  observer->subscribe("provision/status/rep01/replay_blocked");
+  observer->publish("provision/rep01/request",
+                    R"({"request_id":"once-only","force":true,"key_type":"rsa-2048"})");
+  ASSERT_TRUE(observer->wait_count("provision/rep01/response", 3, kResponseTimeout));
+  auto third = parse_json(observer->messages("provision/rep01/response").back().payload);
+  EXPECT_EQ(error_code(third), "replay");
+  auto report = observer->wait_for("provision/status/rep01/replay_blocked", kResponseTimeout);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(json_string(parse_json(report->payload), "reason"), "id_reused");
   EXPECT_EQ(read_file(private_pem), private_before);
 
-  // The memory of accepted ids survives a restart.
+  // The record survives a restart.
   ASSERT_EQ(agent.stop(), 0);
   observer->clear();
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent));
-  auto third = request("provision/rep01/request", "rep01", "once-only", payload);
-  EXPECT_EQ(error_code(third), "replay");
+  auto fourth = request("provision/rep01/request", "rep01", "once-only", payload);
+  EXPECT_EQ(json_string(fourth, "status"), "ok") << error_code(fourth);
+  EXPECT_TRUE(json_has(fourth, "duplicate"));
+  EXPECT_EQ(json_string(fourth, "fingerprint"), fingerprint);
   EXPECT_EQ(read_file(private_pem), private_before);
+}
+
+// SPEC 3.4: a failed run does not use up its id: the retry runs.
+TEST_F(AgentFlowTest, FailedRequestDoesNotUseUpItsId) {
+  Agent agent(broker.port());
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  auto first = request("provision/fail01/request", "fail01", "pk-1",
+                       R"({"action":"publish_key","request_id":"pk-1"})");
+  EXPECT_EQ(error_code(first), "not_found");
+  auto generated =
+      request("provision/fail01/request", "fail01", "gen-1", R"({"request_id":"gen-1"})");
+  ASSERT_EQ(json_string(generated, "status"), "ok");
+  observer->clear();
+  auto retry = request("provision/fail01/request", "fail01", "pk-1",
+                       R"({"action":"publish_key","request_id":"pk-1"})");
+  EXPECT_EQ(json_string(retry, "status"), "ok") << error_code(retry);
+  EXPECT_FALSE(json_has(retry, "duplicate"));
 }
 
 TEST_F(AgentFlowTest, RequestKeyTypeOverridesDefault) {

@@ -342,7 +342,9 @@ TEST_F(E2eeTest, PlaintextUpdateAndDeleteRefusedUnderDestructiveAcceptedUnderOff
   EXPECT_FALSE(file_exists(off_private));
 }
 
-TEST_F(E2eeTest, ReplayedRequestIdIsRefusedBeforeAndAfterARestart) {
+// A captured envelope sent again is answered from the record and changes nothing; the same id
+// with other content is a replay; both before and after a restart (SPEC 3.4).
+TEST_F(E2eeTest, CapturedRequestChangesNothingBeforeAndAfterARestart) {
   auto agent = start_agent({{"PROVISION_E2EE_POLICY", "off"}});
   generate(*agent, "e2ee09", "u1");
   // Encrypted to the agent key, which (unlike the device key) an update does not rotate, so a
@@ -353,12 +355,21 @@ TEST_F(E2eeTest, ReplayedRequestIdIsRefusedBeforeAndAfterARestart) {
   EXPECT_EQ(json_string(response, "status"), "ok") << error_code(response);
   const std::string rotated = read_file(agent->device_dir("e2ee09", "u1") + "/sensor_public.pem");
 
-  // The same bytes again (a captured message): refused, reported, nothing rotated.
+  // The same bytes again (a captured message): answered as recorded, nothing rotated.
   response = publish("e2ee09", update);
-  EXPECT_EQ(error_code(response), "replay");
+  EXPECT_EQ(json_string(response, "status"), "ok") << error_code(response);
+  EXPECT_TRUE(json_has(response, "duplicate"));
   EXPECT_EQ(json_string(response, "request_id"), "once-1");
   EXPECT_TRUE(is_encrypted(response));
-  auto report = replay_report("e2ee09", "duplicate_id");
+  EXPECT_EQ(read_file(agent->device_dir("e2ee09", "u1") + "/sensor_public.pem"), rotated);
+
+  // Other content under the same id: refused and reported.
+  response =
+      publish("e2ee09", envelope(agent_public_key_file(*agent),
+                                 R"({"action":"update","user_id":"u1","request_id":"once-1",)"
+                                 R"("key_type":"rsa-2048"})"));
+  EXPECT_EQ(error_code(response), "replay");
+  auto report = replay_report("e2ee09", "id_reused");
   ASSERT_TRUE(report);
   auto report_json = parse_json(report->payload);
   EXPECT_EQ(json_string(report_json, "device_id"), "e2ee09");
@@ -366,18 +377,18 @@ TEST_F(E2eeTest, ReplayedRequestIdIsRefusedBeforeAndAfterARestart) {
   EXPECT_FALSE(report->retain);
   EXPECT_EQ(read_file(agent->device_dir("e2ee09", "u1") + "/sensor_public.pem"), rotated);
 
-  // After a restart: the captured envelope, and a plaintext copy with the same id.
+  // After a restart: the captured envelope again, and a plaintext copy with the same id.
   agent->stop();
   observer->clear();
   agent->start();
   ASSERT_TRUE(wait_online(*observer, *agent));
   response = publish("e2ee09", update);
-  EXPECT_EQ(error_code(response), "replay");
+  EXPECT_TRUE(json_has(response, "duplicate")) << error_code(response);
   response = publish("e2ee09", R"({"action":"update","user_id":"u1","request_id":"once-1"})");
-  EXPECT_EQ(error_code(response), "replay");
+  EXPECT_TRUE(json_has(response, "duplicate")) << error_code(response);
   EXPECT_EQ(read_file(agent->device_dir("e2ee09", "u1") + "/sensor_public.pem"), rotated);
-  // The memory lives in the state folder.
-  EXPECT_EQ(file_mode(agent->root() + "/state/replay.journal"), 0600);
+  // The record lives in the state folder.
+  EXPECT_EQ(file_mode(agent->root() + "/state/ledger.journal"), 0600);
 }
 
 TEST_F(E2eeTest, StaleTimestampsAndDuplicateDeliveriesAreReplays) {
@@ -423,7 +434,11 @@ TEST_F(E2eeTest, ServerSignatureRequiredWhenServerKeyIsSet) {
   auto agent =
       start_agent({{"PROVISION_E2EE_POLICY", "off"}, {"PROVISION_SERVER_PUBKEY", server.second}});
   const std::string agent_key = agent_public_key_file(*agent);
-  const std::string request = R"({"request_id":"signed-1"})";
+  // A signed request names its device, action, id and time (SPEC section 4).
+  const std::string request = fmt::format(
+      R"({{"device_id":"e2ee11","action":"generate_and_publish_key","request_id":"signed-1",)"
+      R"("ts":{}}})",
+      now());
 
   auto response = publish("e2ee11", request);
   EXPECT_EQ(error_code(response), "unauthorized") << "plaintext with a server key";
@@ -448,6 +463,61 @@ TEST_F(E2eeTest, ServerSignatureRequiredWhenServerKeyIsSet) {
   response = publish("e2ee11", envelope(agent_key, request, signed_seal));
   EXPECT_EQ(json_string(response, "status"), "ok") << error_code(response);
   EXPECT_TRUE(file_exists(agent->device_dir("e2ee11") + "/sensor_private.pem"));
+}
+
+// What was measured on ca1caa2: a signed generate for devA with no device_id and no ts inside,
+// published later on devB's delete topic, deleted devB's keys. A signature now binds the device,
+// the action, the id and the time (SPEC section 4).
+TEST_F(E2eeTest, SignatureCannotBeMovedToAnotherDeviceOrAction) {
+  const auto server = openssl_key_pair("server");
+  auto agent =
+      start_agent({{"PROVISION_E2EE_POLICY", "off"}, {"PROVISION_SERVER_PUBKEY", server.second}});
+  const std::string agent_key = agent_public_key_file(*agent);
+  Seal signed_seal;
+  signed_seal.sign_key = server.first;
+  auto signed_request = [&](const std::string& plaintext) {
+    return envelope(agent_key, plaintext, signed_seal);
+  };
+  // devB has keys (made by a properly signed request).
+  auto response = publish(
+      "devB",
+      signed_request(fmt::format(
+          R"({{"device_id":"devB","action":"generate","request_id":"b-1","ts":{}}})", now())));
+  ASSERT_EQ(json_string(response, "status"), "ok") << error_code(response);
+  const std::string devb_key = agent->device_dir("devB") + "/sensor_private.pem";
+  const std::string devb_before = read_file(devb_key);
+
+  // The measured attack: a generate for devA that names neither device nor time...
+  const std::string loose = signed_request(R"({"request_id":"a-1"})");
+  response = publish("devA", loose);
+  EXPECT_EQ(error_code(response), "unauthorized");
+  // ...replayed on devB's delete topic.
+  response = publish("devB", loose, "delete");
+  EXPECT_EQ(error_code(response), "unauthorized");
+  EXPECT_EQ(read_file(devb_key), devb_before);
+
+  // Each binding field is required.
+  const std::int64_t ts = now();
+  for (const std::string& plaintext :
+       {fmt::format(R"({{"action":"delete","request_id":"x-1","ts":{}}})", ts),
+        fmt::format(R"({{"device_id":"devB","request_id":"x-2","ts":{}}})", ts),
+        fmt::format(R"({{"device_id":"devB","action":"delete","ts":{}}})", ts),
+        std::string(R"({"device_id":"devB","action":"delete","request_id":"x-4"})")}) {
+    response = publish("devB", signed_request(plaintext), "delete");
+    EXPECT_EQ(error_code(response), "unauthorized") << plaintext;
+  }
+  // A complete signed generate for devA moved to devB: the device in it does not match.
+  const std::string for_a = signed_request(
+      fmt::format(R"({{"device_id":"devA","action":"generate","request_id":"a-2","ts":{}}})", ts));
+  response = publish("devB", for_a);
+  EXPECT_EQ(error_code(response), "device_mismatch");
+  // ...and on the delete topic its action does not match.
+  const std::string gen_b = signed_request(
+      fmt::format(R"({{"device_id":"devB","action":"generate","request_id":"b-2","ts":{}}})", ts));
+  response = publish("devB", gen_b, "delete");
+  EXPECT_EQ(error_code(response), "invalid_request");
+  EXPECT_EQ(read_file(devb_key), devb_before);
+  EXPECT_FALSE(file_exists(agent->device_dir("devA") + "/sensor_private.pem"));
 }
 
 TEST_F(E2eeTest, SendPlainEncryptedToTheDeviceAndFailing) {

@@ -147,6 +147,7 @@ ProcessOptions agent_options(int port, const TempDir& root, const std::string& c
       {"MQTT_PORT", std::to_string(port)},
       {"MQTT_CLIENT_ID", client_id},
       {"PROVISION_KEYS_DIR", root.file("sensor_keys")},
+      {"STATE_DIRECTORY", root.file("state")},
       {"PROVISION_PLUGIN_DIR", PA_PLUGIN_BUILD_DIR},
       {"PROVISION_KEY_TYPE", "ec-p256"},
       {"PROVISION_E2EE_POLICY", "off"},

@@ -82,20 +82,48 @@ TEST(AgentKey, UnusableKeyIsAConfigurationError) {
   EXPECT_THROW(load_agent_key(config), ConfigError);
 }
 
-TEST(StateFolder, SystemdStateDirectoryElseBesideTheKeyStore) {
+// Restores an environment variable when the test ends.
+class SavedEnv {
+ public:
+  explicit SavedEnv(const char* name) : name_(name) {
+    if (const char* value = std::getenv(name)) value_ = value;
+  }
+  ~SavedEnv() {
+    if (value_)
+      setenv(name_, value_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> value_;
+};
+
+// SPEC section 5: $STATE_DIRECTORY under systemd, else the XDG state folder; never the project
+// folder or the key store's parent (an earlier version put it beside the key store).
+TEST(StateFolder, SystemdStateDirectoryElseTheXdgStateFolder) {
   test::TempDir dir;
+  SavedEnv saved_state("STATE_DIRECTORY"), saved_xdg("XDG_STATE_HOME"), saved_home("HOME");
   ConfigInputs inputs;
-  inputs.flags["PROVISION_KEYS_DIR"] = dir.file("store/sensor_keys/");
-  const char* saved = std::getenv("STATE_DIRECTORY");
-  const std::optional<std::string> old = saved ? std::optional<std::string>(saved) : std::nullopt;
+  inputs.flags["PROJECT_ROOT"] = dir.file("project");
+  setenv("HOME", dir.file("home").c_str(), 1);
   unsetenv("STATE_DIRECTORY");
-  EXPECT_EQ(load_config(inputs).state_dir, dir.file("store"));
+  unsetenv("XDG_STATE_HOME");
+  EXPECT_EQ(load_config(inputs).state_dir, dir.file("home/.local/state/provision-agent"));
+  setenv("XDG_STATE_HOME", dir.file("xdg").c_str(), 1);
+  EXPECT_EQ(load_config(inputs).state_dir, dir.file("xdg/provision-agent"));
+  setenv("XDG_STATE_HOME", "relative/ignored", 1);
+  EXPECT_EQ(load_config(inputs).state_dir, dir.file("home/.local/state/provision-agent"));
   setenv("STATE_DIRECTORY", (dir.file("a") + ":" + dir.file("b")).c_str(), 1);
   EXPECT_EQ(load_config(inputs).state_dir, dir.file("a"));
-  if (old)
-    setenv("STATE_DIRECTORY", old->c_str(), 1);
-  else
-    unsetenv("STATE_DIRECTORY");
+  // Without HOME: the account's home directory, as a login would set HOME.
+  unsetenv("STATE_DIRECTORY");
+  unsetenv("XDG_STATE_HOME");
+  unsetenv("HOME");
+  const std::string state = load_config(inputs).state_dir;
+  EXPECT_EQ(state.substr(0, 1), "/");
+  EXPECT_NE(state.find("/.local/state/provision-agent"), std::string::npos) << state;
 }
 
 }  // namespace

@@ -81,8 +81,8 @@ TEST(RequestDecode, DefaultsAndAliases) {
 }
 
 TEST(RequestDecode, TopicNamesTheActionOnUpdateAndDelete) {
-  EXPECT_EQ(decode(message("", "pH01", TopicKind::update)).request->action, kActionUpdate);
-  EXPECT_EQ(decode(message("", "pH01", TopicKind::remove)).request->action, kActionDelete);
+  EXPECT_EQ(decode(message("{}", "pH01", TopicKind::update)).request->action, kActionUpdate);
+  EXPECT_EQ(decode(message("{}", "pH01", TopicKind::remove)).request->action, kActionDelete);
   EXPECT_EQ(decode(message(R"({"action":"rotate"})", "pH01", TopicKind::update)).request->action,
             kActionUpdate);
   auto d = decode(message(R"({"action":"delete","request_id":"r9"})", "pH01", TopicKind::update));
@@ -112,7 +112,7 @@ TEST(RequestDecode, InvalidDeviceIdFromTheTopic) {
 }
 
 TEST(RequestDecode, InvalidUserId) {
-  for (const char* payload : {R"({"user_id":"../x"})", R"({"user_id":"a/b"})", R"({"user_id":""})",
+  for (const char* payload : {R"({"user_id":"../x"})", R"({"user_id":"a/b"})",
                               R"({"user_id":".."})", R"({"user_id":1.5})", R"({"user_id":true})",
                               R"({"user_id":"a\u0000b"})", R"({"user_id":["5"]})"})
     EXPECT_EQ(error_of(decode(message(payload))), ErrorCode::invalid_user_id) << payload;
@@ -175,7 +175,7 @@ TEST(RequestTimestamp, Rfc3339Forms) {
   EXPECT_EQ(parse_rfc3339("2026-11-23T09:30:00.123456-00:30"), 1795428000);
   EXPECT_EQ(parse_rfc3339("2026-11-23t10:00:00z"), 1795428000);
   for (const char* bad :
-       {"", "2026-11-23", "2026-11-23T10:00:00", "2026-13-01T00:00:00Z", "2026-11-23T10:00:00+0100",
+       {"", "2026-11-23", "2026-11-23T10", "2026-13-01T00:00:00Z", "2026-11-23T10:00:00+0100",
         "2026-11-23T10:00:00Zjunk", "2026-11-23T10:00:00.Z"})
     EXPECT_FALSE(parse_rfc3339(bad)) << bad;
   EXPECT_EQ(format_rfc3339(1795428000), "2026-11-23T10:00:00Z");
@@ -183,11 +183,125 @@ TEST(RequestTimestamp, Rfc3339Forms) {
   EXPECT_EQ(d.request->ts, 1795428000);
 }
 
+// SPEC 3.1: timestamps without an offset are UTC, as the original server writes them
+// (datetime.utcnow().isoformat()), and fractions of a second count.
+TEST(RequestTimestamp, ZonelessIsUtcAndFractionsCount) {
+  EXPECT_EQ(parse_rfc3339("2026-11-23T10:00:00"), 1795428000);
+  EXPECT_EQ(parse_rfc3339_us("2026-11-23T10:00:00.123456"), 1795428000123456);
+  EXPECT_EQ(parse_rfc3339_us("2026-11-23T10:00:00.5Z"), 1795428000500000);
+  EXPECT_EQ(parse_rfc3339_us("2026-11-23T10:00:00.1234567899"), 1795428000123456);
+  auto d =
+      decode(message(R"({"timestamp":"2026-11-23T10:00:00.250000"})", "pH01", TopicKind::remove));
+  ASSERT_TRUE(d.request) << d.error->message;
+  EXPECT_EQ(d.request->ts, 1795428000);
+  EXPECT_EQ(d.request->ts_us, 1795428000250000);
+  EXPECT_EQ(decode(message(R"({"ts":1795428000})")).request->ts_us, 1795428000000000);
+}
+
+// SPEC 3.1: an empty payload is not a request (the original agent served it as one).
+TEST(RequestHostile, EmptyPayloadIsInvalidJson) {
+  for (TopicKind kind : {TopicKind::request, TopicKind::update, TopicKind::remove})
+    EXPECT_EQ(error_of(decode(message("", "pH01", kind))), ErrorCode::invalid_json);
+}
+
+TEST(RequestHostile, NumericRequestIdIsInvalid) {
+  auto d = decode(message(R"({"request_id":17})"));
+  EXPECT_EQ(error_of(d), ErrorCode::invalid_request);
+  EXPECT_NE(d.error->message.find("request_id"), std::string::npos);
+  EXPECT_EQ(error_of(decode(message(R"({"request_id":"r","nonce":5})"))),
+            ErrorCode::invalid_request);
+  EXPECT_EQ(error_of(decode(message(R"({"request_id":")" + std::string(257, 'x') + R"("})"))),
+            ErrorCode::invalid_request);
+}
+
+TEST(RequestHostile, EmptyOrNullUserIdMeansNone) {
+  for (const char* payload : {R"({"user_id":""})", R"({"user_id":null})"}) {
+    auto d = decode(message(payload));
+    ASSERT_TRUE(d.request) << payload;
+    EXPECT_FALSE(d.request->user_id) << payload;
+  }
+}
+
+// SPEC 3.1: the agent and its plugins must never read different values of one field.
+TEST(RequestHostile, DuplicateMemberNamesAreRefused) {
+  for (const std::string& payload :
+       {std::string(R"({"device_id":"pH01","device_id":"../../../etc"})"),
+        std::string(R"({"action":"publish_key","action":"delete"})"),
+        std::string(R"({"extra":{"a":1,"a":2}})"), std::string(R"({"x":[{"k":1,"k":1}]})")}) {
+    auto d = decode(message(payload));
+    EXPECT_EQ(error_of(d), ErrorCode::invalid_request) << payload;
+    EXPECT_NE(d.error->message.find("twice"), std::string::npos) << d.error->message;
+  }
+  // Inside an envelope too: the decrypted text obeys the same rules.
+  auto twice = [](const Envelope&, const std::string&) {
+    return std::variant<std::string, RequestError>(std::string(R"({"user_id":"5","user_id":"6"})"));
+  };
+  auto d = decode_request(message(R"({"session_key":"a","nonce":"b","tag":"c","ciphertext":"d"})"),
+                          65536, twice);
+  EXPECT_EQ(error_of(d), ErrorCode::invalid_request);
+  // The same name in different objects is fine.
+  EXPECT_TRUE(decode(message(R"({"a":{"k":1},"b":{"k":2}})")).request);
+}
+
+// SPEC 3.1: at most 32 levels with the top-level object being level 1, and parsing never
+// recurses on the stack: a payload nested a hundred thousand deep is refused, not a crash.
+TEST(RequestHostile, DeepNestingIsRefusedWithoutRecursion) {
+  auto nested = [](int levels) {
+    std::string text = "{\"x\":";
+    for (int i = 1; i < levels; ++i) text += "[";
+    text += "1";
+    for (int i = 1; i < levels; ++i) text += "]";
+    return text + "}";
+  };
+  EXPECT_TRUE(decode(message(nested(32))).request);
+  auto d = decode(message(nested(33)));
+  EXPECT_EQ(error_of(d), ErrorCode::invalid_request);
+  EXPECT_NE(d.error->message.find("32"), std::string::npos) << d.error->message;
+  const std::string deep = nested(400000);
+  EXPECT_EQ(error_of(decode(message(deep), deep.size())), ErrorCode::invalid_request);
+  // Unclosed nesting (what an attacker sends to exhaust a recursive parser) too.
+  EXPECT_NE(decode(message(std::string(300000, '[')), 300000).error, std::nullopt);
+}
+
+TEST(RequestHostile, InvalidUtf8IsInvalidJson) {
+  for (const std::string& payload :
+       {std::string("{\"request_id\":\"\xff\"}"), std::string("{\"x\":\"\xC0\xAF\"}"),
+        std::string("{\"x\":\"\xED\xA0\x80\"}"), std::string("{\"\xfe\":1}")})
+    EXPECT_EQ(error_of(decode(message(payload))), ErrorCode::invalid_json) << payload;
+  EXPECT_TRUE(decode(message("{\"x\":\"p\xC3\xA9 \xF0\x9F\x94\x91\"}")).request);
+  // Nothing unreadable is peeked for an error reply either.
+  EXPECT_FALSE(peek_request_id("{\"request_id\":\"\xff\"}", 65536));
+}
+
+// SPEC 3.4: a retry's content is everything but its id and time.
+TEST(RequestContent, DigestIgnoresIdsAndTimesOnly) {
+  auto digest = [](const std::string& payload) {
+    auto d = decode(message(payload));
+    EXPECT_TRUE(d.request) << payload;
+    return d.request ? d.request->content_digest : std::string();
+  };
+  const std::string base = digest(R"({"user_id":"5","key_type":"ec-p256","extra":1})");
+  EXPECT_EQ(base.size(), 64u);
+  EXPECT_EQ(base, digest(R"({"extra":1,"key_type":"ec-p256","user_id":5,"request_id":"a",)"
+                         R"("ts":1795428000,"nonce":"n","timestamp":"2026-11-23T10:00:00Z"})"));
+  EXPECT_EQ(base, digest(R"({"device_id":"pH01","action":"generate","user_id":"5",)"
+                         R"("key_type":"ec-p256","extra":1})"));
+  EXPECT_NE(base, digest(R"({"user_id":"6","key_type":"ec-p256","extra":1})"));
+  EXPECT_NE(base, digest(R"({"user_id":"5","key_type":"rsa-2048","extra":1})"));
+  EXPECT_NE(base, digest(R"({"user_id":"5","key_type":"ec-p256","extra":2})"));
+  EXPECT_NE(base, digest(R"({"user_id":"5","key_type":"ec-p256","extra":1,"force":true})"));
+  EXPECT_NE(base, digest(R"({"user_id":"5","key_type":"ec-p256","extra":1,"action":"update"})"));
+}
+
 TEST(RequestErrorCodes, NamesMatchTheSpec) {
   EXPECT_STREQ(to_string(ErrorCode::invalid_json), "invalid_json");
   EXPECT_STREQ(to_string(ErrorCode::payload_too_large), "payload_too_large");
   EXPECT_STREQ(to_string(ErrorCode::e2ee_required), "e2ee_required");
   EXPECT_STREQ(to_string(ErrorCode::plugin_failed), "plugin_failed");
+  EXPECT_STREQ(to_string(ErrorCode::quota_exceeded), "quota_exceeded");
+  EXPECT_STREQ(to_string(ErrorCode::expired), "expired");
+  EXPECT_EQ(parse_error_code("not_found"), ErrorCode::not_found);
+  EXPECT_EQ(parse_error_code("no_such_code"), std::nullopt);
 }
 
 }  // namespace
