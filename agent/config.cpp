@@ -21,6 +21,8 @@
 #include <system_error>
 #include <thread>
 
+#include "agent/env_file.hpp"
+#include "agent/log.hpp"
 #include "text.hpp"
 
 #ifndef PA_DEFAULT_PLUGIN_DIR
@@ -351,12 +353,6 @@ BrokerConfigFile parse_broker_config(const std::string& path) {
   return result;
 }
 
-bool valid_env_name(std::string_view name) {
-  if (name.empty() || std::isdigit(static_cast<unsigned char>(name.front())) != 0) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](unsigned char c) { return std::isalnum(c) != 0 || c == '_'; });
-}
-
 fs::path make_absolute(std::string_view name, const fs::path& path) {
   if (path.is_absolute()) return path.lexically_normal();
   std::error_code error;
@@ -462,65 +458,21 @@ std::map<std::string, std::string> environment_variables() {
 
 std::map<std::string, std::string> parse_env_file(const std::string& path) {
   const std::string text = read_small_file("--env-file", path);
+  EnvFileContents contents;
+  try {
+    contents = parse_env_text(text);
+  } catch (const EnvFileError& error) {
+    throw ConfigError(
+        fmt::format("invalid env file {} {}; systemd's EnvironmentFile= refuses "
+                    "such a file whole",
+                    path, error.what()));
+  }
+  for (const EnvFileWarning& warning : contents.warnings) {
+    log_warning("env file {} line {}: {}", path, warning.line, warning.message);
+  }
   std::map<std::string, std::string> values;
-  std::size_t line_number = 0;
-  auto bad = [&](std::string_view why) {
-    throw ConfigError(fmt::format("invalid env file {} line {}: {}", path, line_number, why));
-  };
-
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string_view line = trim(std::string_view(text).substr(start, end - start));
-    start = end + 1;
-    ++line_number;
-
-    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
-    if (line.size() > 7 && line.substr(0, 6) == "export" && is_space(line[6])) {
-      line = trim(line.substr(7));
-    }
-    const std::size_t equals = line.find('=');
-    if (equals == std::string_view::npos) bad("expected KEY=VALUE");
-    const std::string_view key = trim(line.substr(0, equals));
-    if (!valid_env_name(key)) bad("expected KEY=VALUE");
-    const std::string_view raw = trim(line.substr(equals + 1));
-
-    std::string value;
-    if (!raw.empty() && raw.front() == '\'') {
-      const std::size_t close = raw.find('\'', 1);
-      if (close == std::string_view::npos) bad("unterminated single quote");
-      if (close + 1 != raw.size()) bad("unexpected text after the closing quote");
-      value = std::string(raw.substr(1, close - 1));
-    } else if (!raw.empty() && raw.front() == '"') {
-      std::size_t i = 1;
-      bool closed = false;
-      for (; i < raw.size(); ++i) {
-        const char c = raw[i];
-        if (c == '"') {
-          closed = true;
-          break;
-        }
-        if (c == '\\' && i + 1 < raw.size()) {
-          const char next = raw[++i];
-          if (next == 'n') {
-            value += '\n';
-          } else if (next == '"' || next == '\\') {
-            value += next;
-          } else {
-            value += '\\';
-            value += next;
-          }
-        } else {
-          value += c;
-        }
-      }
-      if (!closed) bad("unterminated double quote");
-      if (i + 1 != raw.size()) bad("unexpected text after the closing quote");
-    } else {
-      value = std::string(raw);
-    }
-    values[std::string(key)] = std::move(value);
+  for (EnvAssignment& assignment : contents.assignments) {
+    values[assignment.name] = std::move(assignment.value);
   }
   return values;
 }

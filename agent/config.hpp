@@ -48,8 +48,9 @@ struct ConfigInputs {
 // Reads the process environment for every variable of config_variables().
 std::map<std::string, std::string> environment_variables();
 
-// Parses systemd EnvironmentFile syntax: KEY=VALUE, optional single or double quotes, `#`
-// comments, blank lines, optional leading "export ". Throws ConfigError naming file and line.
+// Reads a file by exactly the rules of systemd's EnvironmentFile= (env_file.hpp). Lines systemd
+// ignores are logged as warnings; what makes systemd refuse the file (a NUL byte, invalid UTF-8)
+// and read errors throw ConfigError naming the file.
 std::map<std::string, std::string> parse_env_file(const std::string& path);
 
 struct Config {

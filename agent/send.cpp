@@ -1,6 +1,7 @@
 #include "send.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <rapidjson/document.h>
@@ -101,6 +102,7 @@ class SendClient {
   }
 
   const std::vector<Received>& received() const { return received_; }
+  bool failed() const { return failed_; }
 
   void disconnect() {
     mosquitto_disconnect(client_.get());
@@ -162,17 +164,99 @@ std::string json_member(const rapidjson::Value& object, const char* name) {
              : std::string();
 }
 
-// The agent's public key from its retained status message.
-std::optional<std::string> agent_public_key(const std::vector<Received>& received,
-                                            const std::string& topic) {
-  for (auto it = received.rbegin(); it != received.rend(); ++it) {
-    if (it->topic != topic) continue;
+// What the newest status message of each agent says, by agent id (the topic's client id level).
+struct AgentStatus {
+  bool online = false;
+  std::string public_key;  // empty when the message has none
+};
+
+std::map<std::string, AgentStatus> agent_statuses(const std::vector<Received>& received,
+                                                  const std::string& base) {
+  const std::string prefix = base + "/agents/";
+  constexpr std::string_view kSuffix = "/status";
+  std::map<std::string, AgentStatus> statuses;
+  for (const Received& message : received) {
+    const std::string& topic = message.topic;
+    if (topic.size() <= prefix.size() + kSuffix.size() ||
+        topic.compare(0, prefix.size(), prefix) != 0 ||
+        topic.compare(topic.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+      continue;
+    const std::string id =
+        topic.substr(prefix.size(), topic.size() - prefix.size() - kSuffix.size());
+    if (id.find('/') != std::string::npos) continue;
     rapidjson::Document doc;
-    doc.Parse(it->payload.data(), it->payload.size());
-    const std::string key = json_member(doc, "public_key");
-    if (!key.empty()) return key;
+    doc.Parse(message.payload.data(), message.payload.size());
+    AgentStatus status;  // an empty payload (a cleared retained status) means gone
+    status.online = json_member(doc, "status") == "online";
+    status.public_key = json_member(doc, "public_key");
+    statuses[id] = std::move(status);  // in arrival order: the newest wins
   }
-  return std::nullopt;
+  return statuses;
+}
+
+// The --encrypt-to-agent key (SPEC section 7), or the reason there is none.
+struct AgentKey {
+  std::string public_pem;
+  std::string problem;
+};
+
+AgentKey find_agent_key(SendClient& client, const SendOptions& options, const std::string& base,
+                        Clock::time_point deadline) {
+  if (options.agent) {
+    const std::string topic = fmt::format("{}/agents/{}/status", base, *options.agent);
+    auto usable = [&] {
+      const auto statuses = agent_statuses(client.received(), base);
+      const auto found = statuses.find(*options.agent);
+      return found != statuses.end() && found->second.online && !found->second.public_key.empty();
+    };
+    // The retained status arrives right after the subscription is granted.
+    client.loop_until(usable, std::min(deadline, Clock::now() + std::chrono::seconds(3)));
+    const auto statuses = agent_statuses(client.received(), base);
+    const auto found = statuses.find(*options.agent);
+    if (found == statuses.end())
+      return {{},
+              fmt::format("no retained status on {}: no agent with MQTT_CLIENT_ID={} has been "
+                          "connected to this broker",
+                          topic, *options.agent)};
+    if (!found->second.online)
+      return {
+          {},
+          fmt::format("agent {} is offline (its retained status on {})", *options.agent, topic)};
+    if (found->second.public_key.empty())
+      return {
+          {},
+          fmt::format("the status of agent {} on {} carries no public_key", *options.agent, topic)};
+    return {found->second.public_key, {}};
+  }
+
+  // Retained statuses come right after the SUBACK, but nothing says when the last one has: wait
+  // a bounded moment for them.
+  client.loop_until([] { return false; }, std::min(deadline, Clock::now() + kAgentDiscovery));
+  if (client.failed()) return {{}, "lost the connection to the broker"};
+  std::vector<std::string> online, offline;
+  std::string public_pem;
+  for (const auto& [id, status] : agent_statuses(client.received(), base)) {
+    if (status.online && !status.public_key.empty()) {
+      online.push_back(id);
+      public_pem = status.public_key;
+    } else {
+      offline.push_back(id);
+    }
+  }
+  const std::string filter = base + "/agents/+/status";
+  if (online.size() == 1) return {public_pem, {}};
+  if (online.empty())
+    return {{},
+            fmt::format("no agent online: no retained status on {} says \"online\" with a "
+                        "public key{}; name the agent with --agent ID (its MQTT client id; "
+                        "RabbitMQ, for one, delivers no retained messages to wildcard "
+                        "subscriptions)",
+                        filter,
+                        offline.empty() ? std::string()
+                                        : fmt::format(" (offline: {})", fmt::join(offline, ", ")))};
+  return {{},
+          fmt::format("several agents online on {}: {}; choose one with --agent ID", filter,
+                      fmt::join(online, ", "))};
 }
 
 bool publishes_key(const std::string& action) {
@@ -201,6 +285,11 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
       return fail(kExitConfig, fmt::format("invalid device id \"{}\"", device));
   if (options.user && !keystore::is_valid_identifier(*options.user))
     return fail(kExitConfig, fmt::format("invalid user id \"{}\"", *options.user));
+  if (options.agent && !options.encrypt_to_agent)
+    return fail(kExitConfig, "--agent names the agent for --encrypt-to-agent");
+  if (options.agent &&
+      (options.agent->empty() || options.agent->find_first_of("/+#") != std::string::npos))
+    return fail(kExitConfig, fmt::format("invalid agent id \"{}\"", *options.agent));
   if (options.sign_key && !options.encrypt_pubkey && !options.encrypt_to_agent)
     return fail(kExitConfig,
                 "--sign needs --encrypt or --encrypt-to-agent (the signature covers the "
@@ -227,29 +316,24 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
   if (auto problem = client.connect(deadline)) return fail(1, *problem);
 
   const std::string& base = config.provision_topic_base;
-  const std::string status = fmt::format("{}/agents/{}/status", base, config.mqtt_client_id);
   std::vector<std::string> topics;
   if (options.wait.count() > 0)
     for (const std::string& device : options.devices) {
       topics.push_back(fmt::format("{}/{}/response", base, device));
       topics.push_back(fmt::format("{}/{}/public", config.keys_topic_base, device));
     }
-  if (options.encrypt_to_agent) topics.push_back(status);
+  if (options.encrypt_to_agent)
+    topics.push_back(options.agent ? fmt::format("{}/agents/{}/status", base, *options.agent)
+                                   : base + "/agents/+/status");
   if (!client.subscribe(topics, deadline))
     return fail(1,
                 "the broker did not confirm the "
                 "subscriptions");
 
   if (options.encrypt_to_agent) {
-    // The retained status arrives right after the subscription is granted.
-    client.loop_until([&] { return agent_public_key(client.received(), status).has_value(); },
-                      std::min(deadline, Clock::now() + std::chrono::seconds(3)));
-    auto key = agent_public_key(client.received(), status);
-    if (!key)
-      return fail(1, fmt::format("no agent public key in the retained status on {} (is the agent "
-                                 "running with MQTT_CLIENT_ID={}?)",
-                                 status, config.mqtt_client_id));
-    public_pem = *key;
+    AgentKey agent_key = find_agent_key(client, options, base, deadline);
+    if (!agent_key.problem.empty()) return fail(1, agent_key.problem);
+    public_pem = std::move(agent_key.public_pem);
   }
 
   std::vector<Pending> pending;

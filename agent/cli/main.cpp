@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
       "publish a request per device, wait for each response and key, print them; exit 1 "
       "if any failed");
   pa::SendOptions send_options;
-  std::string send_user, send_pubkey, send_sign;
+  std::string send_user, send_pubkey, send_sign, send_agent;
   int send_wait = 30;
   send->add_option("ACTION", send_options.action,
                    "generate_and_publish_key (request, generate), update (rotate), publish_key, "
@@ -159,9 +159,14 @@ int main(int argc, char** argv) {
                        "encrypt to this RSA public key PEM (a device's sensor_public.pem)");
   CLI::Option* send_to_agent =
       send->add_flag("--encrypt-to-agent", send_options.encrypt_to_agent,
-                     "encrypt to the agent key from the agent's retained status (MQTT_CLIENT_ID "
-                     "names the agent)");
+                     "encrypt to the agent key from the retained status of the agent named by "
+                     "--agent, or of the only agent online");
   send_encrypt->excludes(send_to_agent);
+  CLI::Option* send_agent_option =
+      send->add_option("--agent", send_agent,
+                       "with --encrypt-to-agent: the agent's MQTT client id (its status topic "
+                       "P/agents/ID/status); needed when several agents are online");
+  send_agent_option->needs(send_to_agent);
   CLI::Option* send_sign_option = send->add_option(
       "--sign", send_sign, "sign the ciphertext with this RSA private key PEM (the server's)");
   send->add_option("--mode", send_options.mode, "AES mode of the envelope: EAX (default) or GCM");
@@ -193,6 +198,7 @@ int main(int argc, char** argv) {
       if (send_user_option->count() > 0) send_options.user = send_user;
       if (send_encrypt->count() > 0) send_options.encrypt_pubkey = send_pubkey;
       if (send_sign_option->count() > 0) send_options.sign_key = send_sign;
+      if (send_agent_option->count() > 0) send_options.agent = send_agent;
       send_options.wait = std::chrono::seconds(send_wait);
       pa::log_init(pa::LogLevel::warning);
       return pa::run_send(effective, send_options, stdout, stderr);

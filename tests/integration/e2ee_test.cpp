@@ -163,6 +163,13 @@ class E2eeTest : public ::testing::Test {
                                    shell_quote(agent.client_id()), arguments));
   }
 
+  // `send` as a server or an operator's laptop runs it: a client id base of its own, no agent's.
+  CommandResult send_from_server(const std::string& arguments) {
+    return run_command(fmt::format("{} --mqtt-host 127.0.0.1 --mqtt-port {} --client-id {} send {}",
+                                   agent_shell_command(), broker.port(),
+                                   shell_quote(unique_name("server-")), arguments));
+  }
+
   // Makes an RSA key pair with the openssl CLI (the server's, for signatures).
   std::pair<std::string, std::string> openssl_key_pair(const std::string& name) {
     const std::string private_pem = work.file(name + "_private.pem");
@@ -602,6 +609,81 @@ TEST_F(E2eeTest, SendEncryptsToTheAgentAndSigns) {
   EXPECT_NE(result.output.find("--sign needs"), std::string::npos) << result.output;
   result = send(*agent, "generate ../x --wait 5");
   EXPECT_EQ(result.exit_code, 78) << result.output;
+}
+
+// SPEC section 7: --encrypt-to-agent finds the only agent online on P/agents/+/status, whoever
+// sends; under policy "all" an ok answer proves the agent decrypted the request.
+TEST_F(E2eeTest, SendEncryptsToTheOnlyAgentOnline) {
+  auto agent = start_agent({{"PROVISION_E2EE_POLICY", "all"}});
+  auto result = send_from_server("generate find01 --wait 30 --encrypt-to-agent");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("find01 response {"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(R"("status":"ok")"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(R"("encrypted":true)"), std::string::npos) << result.output;
+  EXPECT_TRUE(file_exists(agent->device_dir("find01") + "/sensor_private.pem"));
+
+  // send connected with a client id of its own: the agent kept its session (no will, no
+  // reconnect) and is still running.
+  EXPECT_TRUE(agent->running());
+  for (const Message& status : observer->messages(agent->status_topic())) {
+    EXPECT_EQ(json_string(parse_json(status.payload), "status"), "online") << status.payload;
+  }
+}
+
+TEST_F(E2eeTest, SendWithSeveralAgentsOnlineNamesThemOrUsesTheOneGivenWithAgent) {
+  auto first = start_agent({{"PROVISION_E2EE_POLICY", "all"}, {"PROVISION_DEVICES", "a-*"}});
+  auto second = start_agent({{"PROVISION_E2EE_POLICY", "all"}, {"PROVISION_DEVICES", "b-*"}});
+
+  auto result = send_from_server("generate a-dev01 --wait 30 --encrypt-to-agent");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("several agents online"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(first->client_id()), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(second->client_id()), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("--agent"), std::string::npos) << result.output;
+  EXPECT_FALSE(file_exists(first->device_dir("a-dev01")));
+
+  // --agent picks that agent's key: the second agent decrypts what is sent to it...
+  result = send_from_server("generate b-dev01 --wait 30 --encrypt-to-agent --agent " +
+                            shell_quote(second->client_id()));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find(R"("encrypted":true)"), std::string::npos) << result.output;
+  EXPECT_TRUE(file_exists(second->device_dir("b-dev01") + "/sensor_private.pem"));
+  // ...and cannot decrypt a request for its device sealed to the first agent's key.
+  result = send_from_server("generate b-dev02 --wait 30 --encrypt-to-agent --agent " +
+                            shell_quote(first->client_id()));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("decrypt_failed"), std::string::npos) << result.output;
+  EXPECT_FALSE(file_exists(second->device_dir("b-dev02")));
+  result = send_from_server("generate a-dev02 --wait 30 --encrypt-to-agent --agent " +
+                            shell_quote(first->client_id()));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(file_exists(first->device_dir("a-dev02") + "/sensor_private.pem"));
+
+  // Once the second agent is gone (its retained status says offline), the first is the only one.
+  EXPECT_EQ(second->stop(), 0);
+  result = send_from_server("generate a-dev03 --wait 30 --encrypt-to-agent");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(file_exists(first->device_dir("a-dev03") + "/sensor_private.pem"));
+  result = send_from_server("generate b-dev03 --wait 30 --encrypt-to-agent --agent " +
+                            shell_quote(second->client_id()));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("agent " + second->client_id() + " is offline"), std::string::npos)
+      << result.output;
+  result = send_from_server("generate a-dev04 --wait 30 --encrypt-to-agent --agent no-such-agent");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("no retained status on provision/agents/no-such-agent/status"),
+            std::string::npos)
+      << result.output;
+  // --agent without --encrypt-to-agent is a usage error.
+  result = send_from_server("generate a-dev05 --agent " + shell_quote(first->client_id()));
+  EXPECT_EQ(result.exit_code, 78) << result.output;
+}
+
+TEST_F(E2eeTest, SendWithNoAgentOnlineSuggestsAgent) {
+  auto result = send_from_server("generate none01 --wait 10 --encrypt-to-agent");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("no agent online"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("--agent ID"), std::string::npos) << result.output;
 }
 
 }  // namespace

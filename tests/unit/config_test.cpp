@@ -195,7 +195,9 @@ TEST(ConfigPrecedence, FlagThenEnvironmentThenEnvFileThenBrokerConfigThenDefault
   EXPECT_EQ(port_and_source(inputs), std::pair(1883, ConfigSource::default_value));
 }
 
-TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesExportAndSpaces) {
+// systemd's EnvironmentFile= rules (env_file_test.cpp has them all): no `export` prefix, and in
+// double quotes only \" \\ \` \$ are unescaped ("\n" stays a backslash and an n).
+TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesAndSpacesAsSystemdDoes) {
   test::TempDir dir;
   const std::string path = write_in(dir, "agent.env",
                                     "# provision-agent settings\n"
@@ -211,38 +213,53 @@ TEST(ConfigEnvFile, ParsesQuotesCommentsBlankLinesExportAndSpaces) {
                                     "SINGLE=' spaced '\r\n"
                                     "OTHER_SERVICE=kept\n"
                                     "LAST=no-newline");
+  testing::internal::CaptureStderr();
   const auto values = pa::parse_env_file(path);
+  const std::string logged = testing::internal::GetCapturedStderr();
   EXPECT_EQ(values.at("MQTT_HOST"), "broker.local");
   EXPECT_EQ(values.at("MQTT_USER"), "alice");
-  EXPECT_EQ(values.at("MQTT_PORT"), "1884");
+  EXPECT_EQ(values.count("MQTT_PORT"), 0u);
+  EXPECT_NE(logged.find(path + " line 7: ignoring \"export MQTT_PORT\""), std::string::npos)
+      << logged;
   EXPECT_EQ(values.at("MQTT_PASSWORD"), "se=cret # not a comment");
-  EXPECT_EQ(values.at("LOG_LEVEL"), "de\"bug\\x\nz");
+  EXPECT_EQ(values.at("LOG_LEVEL"), "de\"bug\\x\\nz");
   EXPECT_EQ(values.at("EMPTY"), "");
   EXPECT_EQ(values.at("SINGLE"), " spaced ");
   EXPECT_EQ(values.at("OTHER_SERVICE"), "kept");
   EXPECT_EQ(values.at("LAST"), "no-newline");
-  EXPECT_EQ(values.size(), 9u);
+  EXPECT_EQ(values.size(), 8u);
 }
 
-TEST(ConfigEnvFile, BadLineNamesTheFileAndLineNumber) {
+// systemd ignores lines it cannot use (logging invalid names) and starts the service anyway, so
+// `config` reads the rest too; the ignored lines are named in warnings.
+TEST(ConfigEnvFile, LinesSystemdIgnoresAreWarningsNotErrors) {
   test::TempDir dir;
-  const std::string path =
-      write_in(dir, "agent.env", "# ok\nMQTT_HOST=a\nthis is not an assignment\n");
-  try {
-    pa::parse_env_file(path);
-    FAIL() << "no ConfigError";
-  } catch (const ConfigError& error) {
-    EXPECT_EQ(std::string(error.what()),
-              "invalid env file " + path + " line 3: expected KEY=VALUE");
-  }
+  const std::string path = write_in(dir, "agent.env",
+                                    "# ok\nMQTT_HOST=a\nthis is not an assignment\nMY KEY=1\n"
+                                    "MQTT_PORT=1884\n");
   ConfigInputs inputs;
   inputs.env_file = path;
-  EXPECT_NE(error_of(inputs).find(path + " line 3"), std::string::npos);
+  testing::internal::CaptureStderr();
+  const Config config = load_config(inputs);
+  const std::string logged = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(config.mqtt_host, "a");
+  EXPECT_EQ(config.mqtt_port, 1884);
+  EXPECT_NE(logged.find(path + " line 3: ignoring a line that is not NAME=VALUE"),
+            std::string::npos)
+      << logged;
+  EXPECT_NE(logged.find(path + " line 4: ignoring \"MY KEY\""), std::string::npos) << logged;
+}
 
-  const std::string quote = write_in(dir, "quote.env", "A=1\nMQTT_HOST=\"unterminated\n");
-  EXPECT_THROW(pa::parse_env_file(quote), ConfigError);
-  const std::string bad_key = write_in(dir, "key.env", "MY KEY=1\n");
-  EXPECT_THROW(pa::parse_env_file(bad_key), ConfigError);
+// What systemd refuses whole (the unit would not start) stops start-up with exit 78's error.
+TEST(ConfigEnvFile, FileSystemdRefusesNamesTheFileAndLine) {
+  test::TempDir dir;
+  const std::string path = write_in(dir, "agent.env", std::string("A=1\nMQTT_HOST=x\0y\n", 18));
+  ConfigInputs inputs;
+  inputs.env_file = path;
+  const std::string error = error_of(inputs);
+  EXPECT_NE(error.find("invalid env file " + path + " line 2: contains a NUL byte"),
+            std::string::npos)
+      << error;
 }
 
 TEST(ConfigEnvFile, UnreadableFileIsAConfigError) {
