@@ -249,6 +249,21 @@ TEST_F(KeyGroup, OwnerMustBeUsOrRoot) {
   }
   st.st_uid = 0;  // root's are fine
   EXPECT_NO_THROW(check_private_stat(st, state, PathKind::folder, std::nullopt));
+
+  // A real root folder given away (only root can give it away).
+  if (::geteuid() == 0) {
+    const fs::path root = tmp_.file("keys");
+    { KeyStore store(root); }
+    ASSERT_EQ(::chown(root.c_str(), 1001, 1001), 0);
+    try {
+      KeyStore store(root);
+      FAIL() << "a root owned by uid 1001 was accepted";
+    } catch (const PermissionError& e) {
+      EXPECT_EQ(e.problem(), "is owned by uid 1001, not 0");
+      EXPECT_EQ(e.fix(), "chown 0 " + root.string());
+    }
+    EXPECT_THROW(require_private_path(root), PermissionError);
+  }
 }
 
 TEST_F(KeyGroup, MembershipIsRequiredToGiveFilesAway) {

@@ -204,7 +204,7 @@ class SwappedForALink : public KeyStoreSymlinks {
           swaps.fetch_add(1);
       }
     });
-    for (int i = 0; i < 300; ++i) use(i);
+    for (int i = 0; i < 120; ++i) use(i);
     stop.store(true);
     swapper.join();
     EXPECT_GT(swaps.load(), 0);
