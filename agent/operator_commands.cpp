@@ -354,15 +354,7 @@ std::optional<Problem> root_problem(const fs::path& root) {
   try {
     keystore::require_private_path(root);
   } catch (const keystore::PermissionError& error) {
-    // Its message is "<path> <what is wrong>; fix: <command>".
-    const std::string message = error.what();
-    const std::size_t fix_at = message.find("; fix: ");
-    if (fix_at == std::string::npos)
-      return Problem{ProblemKind::access, root, message,
-                     fmt::format("chmod 700 {}", root.string())};
-    std::string why = message.substr(0, fix_at);
-    if (why.rfind(root.string(), 0) == 0) why = why.substr(root.string().size() + 1);
-    return Problem{ProblemKind::access, root, why, message.substr(fix_at + 7)};
+    return Problem{ProblemKind::access, root, error.problem(), error.fix()};
   }
   return std::nullopt;
 }

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cryptopp/misc.h>
+
 #include <array>
 #include <cerrno>
 #include <random>
@@ -44,6 +46,13 @@ void write_all(int fd, std::string_view data, const fs::path& path) {
   }
 }
 
+UniqueFd open_folder_of(const fs::path& path) {
+  const fs::path dir = parent_or_dot(path);
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_errno(errno, "open folder " + dir.string());
+  return fd;
+}
+
 }  // namespace
 
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
@@ -66,27 +75,82 @@ void UniqueFd::reset(int fd) noexcept {
   fd_ = fd;
 }
 
-fs::path write_temp_file(const fs::path& path, std::string_view data, mode_t mode) {
-  const fs::path dir = parent_or_dot(path);
-  const std::string name = path.filename().string();
-  fs::path temp;
+std::string write_temp_file_at(int dir_fd, const std::string& name, std::string_view data,
+                               mode_t mode, std::optional<gid_t> group, const fs::path& shown_dir) {
+  std::string temp;
   UniqueFd fd;
   for (int attempt = 0; !fd; ++attempt) {
-    temp = dir / ("." + name + ".tmp-" + random_suffix());
-    fd.reset(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
-    if (!fd && (errno != EEXIST || attempt >= 100)) throw_errno(errno, "create " + temp.string());
+    temp = "." + name + ".tmp-" + random_suffix();
+    fd.reset(::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      mode & 0700));
+    if (!fd && (errno != EEXIST || attempt >= 100))
+      throw_errno(errno, "create " + (shown_dir / temp).string());
   }
   try {
-    // open() applied the umask; fchmod makes the mode exact (e.g. 0644 for a public key).
-    if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "chmod " + temp.string());
-    write_all(fd.get(), data, temp);
-    if (::fsync(fd.get()) != 0) throw_errno(errno, "fsync " + temp.string());
-    if (::close(fd.release()) != 0) throw_errno(errno, "close " + temp.string());
+    // The group first, the group's bits after: never readable by the process's own group.
+    if (group && ::fchown(fd.get(), static_cast<uid_t>(-1), *group) != 0)
+      throw_errno(errno,
+                  "give " + (shown_dir / temp).string() + " to group " + std::to_string(*group));
+    // openat() applied the umask; fchmod makes the mode exact (e.g. 0644 for a public key).
+    if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "chmod " + (shown_dir / temp).string());
+    write_all(fd.get(), data, shown_dir / temp);
+    if (::fsync(fd.get()) != 0) throw_errno(errno, "fsync " + (shown_dir / temp).string());
+    if (::close(fd.release()) != 0) throw_errno(errno, "close " + (shown_dir / temp).string());
   } catch (...) {
-    ::unlink(temp.c_str());
+    ::unlinkat(dir_fd, temp.c_str(), 0);
     throw;
   }
   return temp;
+}
+
+void rename_at(int dir_fd, const std::string& from, const std::string& to,
+               const fs::path& shown_dir) {
+  if (::renameat(dir_fd, from.c_str(), dir_fd, to.c_str()) != 0)
+    throw_errno(errno, "rename " + (shown_dir / from).string() + " to " + to);
+}
+
+void fsync_folder(int dir_fd, const fs::path& shown_dir) {
+  // EINVAL: the file system cannot sync folders (some FUSE and network file systems); nothing
+  // to do.
+  if (::fsync(dir_fd) != 0 && errno != EINVAL)
+    throw_errno(errno, "fsync folder " + shown_dir.string());
+}
+
+void write_file_atomic_at(int dir_fd, const std::string& name, std::string_view data, mode_t mode,
+                          std::optional<gid_t> group, const fs::path& shown_dir) {
+  const std::string temp = write_temp_file_at(dir_fd, name, data, mode, group, shown_dir);
+  try {
+    rename_at(dir_fd, temp, name, shown_dir);
+  } catch (...) {
+    ::unlinkat(dir_fd, temp.c_str(), 0);
+    throw;
+  }
+  fsync_folder(dir_fd, shown_dir);
+}
+
+std::string read_fd(int fd, const fs::path& shown) {
+  std::string content;
+  std::array<char, 4096> buffer{};
+  for (;;) {
+    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      const int error = errno;
+      CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(content.data()), content.size());
+      CryptoPP::SecureWipeArray(buffer.data(), buffer.size());
+      throw_errno(error, "read " + shown.string());
+    }
+    if (got == 0) break;
+    content.append(buffer.data(), static_cast<std::size_t>(got));
+  }
+  CryptoPP::SecureWipeArray(buffer.data(), buffer.size());
+  return content;
+}
+
+fs::path write_temp_file(const fs::path& path, std::string_view data, mode_t mode) {
+  const UniqueFd dir = open_folder_of(path);
+  return parent_or_dot(path) / write_temp_file_at(dir.get(), path.filename().string(), data, mode,
+                                                  std::nullopt, parent_or_dot(path));
 }
 
 void rename_file(const fs::path& from, const fs::path& to) {
@@ -98,37 +162,19 @@ void rename_file(const fs::path& from, const fs::path& to) {
 void fsync_dir(const fs::path& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) throw_errno(errno, "open folder " + dir.string());
-  // EINVAL: the file system cannot sync folders (some FUSE and network file systems); nothing to
-  // do.
-  if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_errno(errno, "fsync folder " + dir.string());
+  fsync_folder(fd.get(), dir);
 }
 
 void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode) {
-  const fs::path temp = write_temp_file(path, data, mode);
-  try {
-    rename_file(temp, path);
-  } catch (...) {
-    ::unlink(temp.c_str());
-    throw;
-  }
-  fsync_dir(parent_or_dot(path));
+  const UniqueFd dir = open_folder_of(path);
+  write_file_atomic_at(dir.get(), path.filename().string(), data, mode, std::nullopt,
+                       parent_or_dot(path));
 }
 
 std::string read_file(const fs::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw_errno(errno, "open " + path.string());
-  std::string content;
-  std::array<char, 4096> buffer;
-  for (;;) {
-    ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "read " + path.string());
-    }
-    if (got == 0) break;
-    content.append(buffer.data(), static_cast<std::size_t>(got));
-  }
-  return content;
+  return read_fd(fd.get(), path);
 }
 
 void create_private_dirs(const fs::path& dir, mode_t mode) {

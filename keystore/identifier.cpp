@@ -1,5 +1,7 @@
 #include "identifier.hpp"
 
+#include "file_names.hpp"
+
 namespace pa::keystore {
 namespace {
 
@@ -14,6 +16,9 @@ bool is_valid_identifier(std::string_view id) noexcept {
   if (id.empty() || id.size() > kMaxIdentifierLength || !is_ascii_alnum(id.front())) return false;
   for (char c : id) {
     if (!is_ascii_alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  for (const char* name : kDeviceFiles) {
+    if (id == name) return false;
   }
   return true;
 }

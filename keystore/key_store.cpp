@@ -1,5 +1,6 @@
 #include "key_store.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,9 +12,11 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <shared_mutex>
 #include <system_error>
+#include <utility>
 
-#include "file_util.hpp"
 #include "identifier.hpp"
 
 namespace pa::keystore {
@@ -21,14 +24,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kPrivateFile = "sensor_private.pem";
-constexpr const char* kPublicFile = "sensor_public.pem";
-constexpr const char* kPrivateBackup = "sensor_private.prev.pem";
-constexpr const char* kPublicBackup = "sensor_public.prev.pem";
-constexpr mode_t kFolderMode = 0700;
-constexpr mode_t kPrivateMode = 0600;
-constexpr mode_t kPublicMode = 0644;
-constexpr mode_t kBackupMode = 0600;
+// Every folder below the root is opened so: a symlink (or a file) in its place fails with ENOTDIR.
+constexpr int kFolderFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+struct Modes {
+  mode_t folder;
+  mode_t private_key;
+  mode_t public_key;
+  mode_t backup;
+};
+
+// SPEC section 5: without a key group, nothing but the public keys is readable by anyone else;
+// with one, that group reads folders, private keys and backups, and nobody writes but us.
+Modes modes_for(std::optional<gid_t> key_group) {
+  if (key_group) return Modes{0750, 0640, 0644, 0640};
+  return Modes{0700, 0600, 0644, 0600};
+}
 
 [[noreturn]] void throw_store_error(const std::string& what, const std::exception& cause) {
   throw StoreError(what + ": " + cause.what());
@@ -52,119 +63,193 @@ class WipeOnExit {
   std::string& secret_;
 };
 
-// The message names what is wrong and the command that fixes it (SPEC section 5). `fix_mode` is
-// the mode the chmod suggests; by default the current one without group and world write.
-void check_private_path(const fs::path& path, const std::string& description,
-                        std::optional<mode_t> fix_mode = std::nullopt) {
+// What is at `name` in a folder, for messages ("a symlink"), without following it.
+const char* describe_entry(int dir_fd, const std::string& name) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    throw_errno(fmt::format("cannot check {}", path.string()), errno);
-  }
-  std::vector<std::string> problems;
-  std::vector<std::string> fixes;
-  const uid_t euid = ::geteuid();
-  if (st.st_uid != euid && st.st_uid != 0) {
-    problems.push_back(fmt::format("is owned by uid {}, not {}", st.st_uid, euid));
-    fixes.push_back(fmt::format("chown {} {}", euid, path.string()));
-  }
-  const bool group = (st.st_mode & S_IWGRP) != 0;
-  const bool world = (st.st_mode & S_IWOTH) != 0;
-  if (group || world) {
-    const char* who = group && world ? "group- and world-writable"
-                      : group        ? "group-writable"
-                                     : "world-writable";
-    problems.push_back(fmt::format("is {} (mode {:04o})", who, st.st_mode & 07777));
-    fixes.push_back(
-        fmt::format("chmod {:o} {}", fix_mode.value_or(st.st_mode & 07755), path.string()));
-  }
-  if (problems.empty()) return;
-  std::string message = description + path.string();
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    message += (i == 0 ? " " : ", and ") + problems[i];
-  }
-  message += "; fix: ";
-  for (std::size_t i = 0; i < fixes.size(); ++i) message += (i == 0 ? "" : " && ") + fixes[i];
-  throw PermissionError(message);
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return "unreadable";
+  if (S_ISLNK(st.st_mode)) return "a symlink";
+  if (S_ISREG(st.st_mode)) return "a file";
+  return "a special file";
 }
 
-// true when `path` is a real folder, false when it does not exist. A symlink or a file in its
-// place is an error: the store never follows links out of itself.
-bool is_store_folder(const fs::path& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return false;
-    throw_errno(fmt::format("cannot check {}", path.string()), errno);
-  }
-  if (!S_ISDIR(st.st_mode)) {
+// The folder `name` in `parent_fd`, opened without following a symlink. Empty when it does not
+// exist. Anything else in its place (a symlink, a file): StoreError when `strict`, else empty
+// (and with `strict` off any error gives empty: lookups that skip what they cannot use).
+UniqueFd open_folder(int parent_fd, const std::string& name, const fs::path& shown, bool strict) {
+  UniqueFd fd(::openat(parent_fd, name.c_str(), kFolderFlags));
+  if (fd) return fd;
+  const int error = errno;
+  if (error == ENOENT || !strict) return {};
+  if (error == ENOTDIR || error == ELOOP) {
     throw StoreError(fmt::format("{} is not a folder ({}); the key store does not follow it",
-                                 path.string(), S_ISLNK(st.st_mode) ? "a symlink" : "a file"));
+                                 shown.string(), describe_entry(parent_fd, name)));
   }
-  return true;
+  throw_errno(fmt::format("cannot open {}", shown.string()), error);
 }
 
-// Creates a store folder 0700 (umask-proof) unless it exists; true when it was created.
-bool ensure_store_folder(const fs::path& path) {
-  if (::mkdir(path.c_str(), kFolderMode) == 0) {
-    if (::chmod(path.c_str(), kFolderMode) != 0) {
-      throw_errno(fmt::format("cannot set the mode of {}", path.string()), errno);
-    }
-    return true;
-  }
-  if (errno != EEXIST) throw_errno(fmt::format("cannot create {}", path.string()), errno);
-  is_store_folder(path);
-  return false;
-}
-
-bool is_regular_file_no_follow(const fs::path& path) {
+bool is_file_at(int dir_fd, const char* name) {
   struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return ::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
-// Reads a key file without following a symlink; nullopt when it does not exist.
-std::optional<std::string> read_key_file(const fs::path& path) {
+bool exists_at(int dir_fd, const char* name) {
+  struct stat st {};
+  return ::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+// Gives what the store makes or rewrites its group (first) and its mode.
+void set_group_and_mode(int fd, mode_t mode, std::optional<gid_t> group, const fs::path& shown) {
+  if (group && ::fchown(fd, static_cast<uid_t>(-1), *group) != 0)
+    throw_errno(fmt::format("cannot give {} to group {}", shown.string(), group_name(*group)),
+                errno);
+  if (::fchmod(fd, mode) != 0)
+    throw_errno(fmt::format("cannot set the mode of {}", shown.string()), errno);
+}
+
+// A folder of ours on a write path gets the store's folder mode and group: one made before the
+// key group was set becomes readable by the group, one loosened by hand is closed again.
+void adopt_folder(int fd, mode_t mode, std::optional<gid_t> group, const fs::path& shown) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno(fmt::format("cannot check {}", shown.string()), errno);
+  if (st.st_uid != ::geteuid()) return;
+  if ((st.st_mode & 07777) != mode || (group && st.st_gid != *group))
+    set_group_and_mode(fd, mode, group, shown);
+}
+
+void sync_folder(int dir_fd, const fs::path& shown) {
+  try {
+    fsync_folder(dir_fd, shown);
+  } catch (const std::system_error& e) {
+    throw_store_error(fmt::format("cannot sync {}", shown.string()), e);
+  }
+}
+
+// The folder `name` in `parent_fd`, made if missing, open. A new folder is born owner-only, given
+// to the group, chmod'ed, and its parent fsynced. Another worker making it at the same moment
+// (EEXIST) is fine.
+UniqueFd make_folder(int parent_fd, const std::string& name, const fs::path& shown, mode_t mode,
+                     std::optional<gid_t> group) {
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    if (::mkdirat(parent_fd, name.c_str(), 0700) == 0) {
+      UniqueFd fd = open_folder(parent_fd, name, shown, true);
+      if (!fd) continue;  // removed at once by a concurrent remove(): make it again
+      set_group_and_mode(fd.get(), mode, group, shown);
+      sync_folder(parent_fd, shown.parent_path());
+      return fd;
+    }
+    if (errno != EEXIST) throw_errno(fmt::format("cannot create {}", shown.string()), errno);
+    UniqueFd fd = open_folder(parent_fd, name, shown, true);
+    if (!fd) continue;  // removed between mkdirat and openat
+    adopt_folder(fd.get(), mode, group, shown);
+    return fd;
+  }
+  throw StoreError(fmt::format("cannot create {}: it keeps disappearing", shown.string()));
+}
+
+// Creates the root and its missing parents with the folder mode and group. Parents may be
+// symlinks (/var/run); the root itself never is (it is opened with O_NOFOLLOW afterwards).
+void create_root(const fs::path& root, mode_t mode, std::optional<gid_t> group) {
+  const fs::path normal = root.lexically_normal();
+  UniqueFd parent(::open(normal.is_absolute() ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!parent) throw_errno(fmt::format("cannot create key store root {}", root.string()), errno);
+  fs::path shown = normal.is_absolute() ? fs::path("/") : fs::path();
+  for (const fs::path& part : normal.relative_path()) {
+    if (part.empty()) continue;  // trailing separator
+    shown /= part;
+    const std::string name = part.string();
+    if (::mkdirat(parent.get(), name.c_str(), 0700) == 0) {
+      UniqueFd fd(::openat(parent.get(), name.c_str(), kFolderFlags));
+      if (!fd) throw_errno(fmt::format("cannot open {}", shown.string()), errno);
+      set_group_and_mode(fd.get(), mode, group, shown);
+      sync_folder(parent.get(), shown.parent_path());
+      parent = std::move(fd);
+      continue;
+    }
+    if (errno != EEXIST) throw_errno(fmt::format("cannot create {}", shown.string()), errno);
+    UniqueFd fd(::openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_errno(fmt::format("cannot open {}", shown.string()), errno);
+    parent = std::move(fd);
+  }
+}
+
+struct DirCloser {
+  void operator()(DIR* dir) const noexcept { ::closedir(dir); }
+};
+
+struct DirEntry {
+  std::string name;
+  bool folder;  // a real folder, not a symlink to one
+};
+
+// The entries of the folder `dir_fd` but . and .., sorted by name.
+std::vector<DirEntry> list_entries(int dir_fd, const fs::path& shown) {
+  UniqueFd own(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!own) throw_errno(fmt::format("cannot list {}", shown.string()), errno);
+  std::unique_ptr<DIR, DirCloser> dir(::fdopendir(own.get()));
+  if (!dir) throw_errno(fmt::format("cannot list {}", shown.string()), errno);
+  own.release();  // closedir closes it
+  std::vector<DirEntry> entries;
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(dir.get());
+    if (!entry) {
+      if (errno != 0) throw_errno(fmt::format("cannot list {}", shown.string()), errno);
+      break;
+    }
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    bool folder = entry->d_type == DT_DIR;
+    if (entry->d_type == DT_UNKNOWN) {  // file systems that do not fill d_type
+      struct stat st {};
+      folder =
+          ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+    }
+    entries.push_back({name, folder});
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+  return entries;
+}
+
+// Reads a key file in a folder without following a symlink; nullopt when it does not exist.
+std::optional<std::string> read_key_file_at(int dir_fd, const char* name, const fs::path& shown,
+                                            struct stat* status = nullptr) {
   // O_NONBLOCK: a FIFO planted in place of a key must not hang the agent.
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd fd(::openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   if (!fd) {
     if (errno == ENOENT) return std::nullopt;
     if (errno == ELOOP)
-      throw StoreError(fmt::format("{} is a symlink; not followed", path.string()));
-    throw_errno(fmt::format("cannot open {}", path.string()), errno);
+      throw StoreError(fmt::format("{} is a symlink; not followed", shown.string()));
+    throw_errno(fmt::format("cannot open {}", shown.string()), errno);
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno(fmt::format("cannot stat {}", path.string()), errno);
-  if (!S_ISREG(st.st_mode)) throw StoreError(fmt::format("{} is not a file", path.string()));
-  std::string content;
-  std::array<char, 4096> buffer{};
-  for (;;) {
-    const ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(content.data()), content.size());
-      throw_errno(fmt::format("cannot read {}", path.string()), errno);
-    }
-    if (got == 0) break;
-    content.append(buffer.data(), static_cast<std::size_t>(got));
-  }
-  CryptoPP::SecureWipeArray(buffer.data(), buffer.size());
-  return content;
-}
-
-void unlink_if_present(const fs::path& path) {
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    throw_errno(fmt::format("cannot remove {}", path.string()), errno);
+  if (::fstat(fd.get(), &st) != 0)
+    throw_errno(fmt::format("cannot stat {}", shown.string()), errno);
+  if (!S_ISREG(st.st_mode)) throw StoreError(fmt::format("{} is not a file", shown.string()));
+  if (status) *status = st;
+  try {
+    return read_fd(fd.get(), shown);
+  } catch (const std::system_error& e) {
+    throw_store_error(fmt::format("cannot read {}", shown.string()), e);
   }
 }
 
-// Temporary files of an interrupted write: `.sensor_*.tmp-*` (see write_temp_file).
-void remove_stale_temps(const fs::path& dir) {
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.rfind(".sensor_", 0) == 0 && name.find(".tmp-") != std::string::npos) {
-      unlink_if_present(it->path());
-    }
+void unlink_if_present(int dir_fd, const char* name, const fs::path& shown) {
+  if (::unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT)
+    throw_errno(fmt::format("cannot remove {}", (shown / name).string()), errno);
+}
+
+// Temporary files of an interrupted write: `.sensor_*.tmp-*` (see write_temp_file_at).
+bool is_temp_name(const std::string& name) {
+  return name.rfind(".sensor_", 0) == 0 && name.find(".tmp-") != std::string::npos;
+}
+
+// unlinkat removes a symlink of that name, never what it points to.
+void remove_stale_temps(int dir_fd, const fs::path& shown) {
+  for (const DirEntry& entry : list_entries(dir_fd, shown)) {
+    if (!entry.folder && is_temp_name(entry.name))
+      unlink_if_present(dir_fd, entry.name.c_str(), shown);
   }
-  if (ec) throw_errno(fmt::format("cannot list {}", dir.string()), ec.value());
 }
 
 bool same_public_key(const std::string& a, const std::string& b) {
@@ -175,34 +260,113 @@ bool same_public_key(const std::string& a, const std::string& b) {
   }
 }
 
-fs::file_time_type modified(const fs::path& path) {
-  std::error_code ec;
-  const fs::file_time_type time = fs::last_write_time(path, ec);
-  if (ec) throw_errno(fmt::format("cannot stat {}", path.string()), ec.value());
-  return time;
+// An mtime as std::filesystem reports it. The file clock's epoch is a whole number of seconds
+// away from the system clock's (2174 in libstdc++, 1970 in libc++): measured, rounded, rather
+// than written down.
+fs::file_time_type to_file_time(const struct timespec& time) {
+  using namespace std::chrono;
+  const nanoseconds file_now =
+      duration_cast<nanoseconds>(fs::file_time_type::clock::now().time_since_epoch());
+  const nanoseconds system_now = duration_cast<nanoseconds>(system_clock::now().time_since_epoch());
+  const seconds offset = round<seconds>(file_now - system_now);
+  const nanoseconds since_epoch = seconds(time.tv_sec) + nanoseconds(time.tv_nsec) + offset;
+  return fs::file_time_type(duration_cast<fs::file_time_type::duration>(since_epoch));
 }
+
+bool holds_key_file(int dir_fd) {
+  return is_file_at(dir_fd, kPrivateKeyFile) || is_file_at(dir_fd, kPublicKeyFile);
+}
+
+// Pairs held under the root: legacy device folders and users' device folders with a private key.
+std::size_t count_pairs(int root_fd, const fs::path& root) {
+  std::size_t count = 0;
+  for (const DirEntry& top : list_entries(root_fd, root)) {
+    if (!top.folder || !is_valid_identifier(top.name)) continue;
+    UniqueFd top_fd = open_folder(root_fd, top.name, root / top.name, false);
+    if (!top_fd) continue;
+    if (is_file_at(top_fd.get(), kPrivateKeyFile)) ++count;
+    for (const DirEntry& device : list_entries(top_fd.get(), root / top.name)) {
+      if (!device.folder || !is_valid_identifier(device.name)) continue;
+      UniqueFd device_fd = open_folder(top_fd.get(), device.name, {}, false);
+      if (device_fd && is_file_at(device_fd.get(), kPrivateKeyFile)) ++count;
+    }
+  }
+  return count;
+}
+
+constexpr std::size_t kNameLocks = 64;
 
 }  // namespace
 
-void require_private_path(const fs::path& path) {
-  check_private_path(path, "");
-}
+// What the threads calling one store share: the pair count (with slots reserved by writes in
+// progress) and locks by top-level name, so a legacy device D (exclusive) and user D's devices
+// (shared among themselves) never decide what <root>/D is at the same time.
+struct KeyStore::Shared {
+  std::mutex count_mutex;
+  std::size_t count = 0;
+  std::array<std::shared_mutex, kNameLocks> name_locks;
 
-KeyStore::KeyStore(fs::path root) : root_(std::move(root)) {
+  std::shared_mutex& name_lock(const std::string& name) {
+    return name_locks[std::hash<std::string>{}(name) % kNameLocks];
+  }
+  void release_one() {
+    std::lock_guard<std::mutex> lock(count_mutex);
+    if (count > 0) --count;
+  }
+};
+
+// A slot of the quota taken by a write in progress: given back unless the pair got written.
+class KeyStore::Reservation {
+ public:
+  Reservation() = default;
+  explicit Reservation(Shared* shared) : shared_(shared) {}
+  Reservation(Reservation&& other) noexcept : shared_(std::exchange(other.shared_, nullptr)) {}
+  Reservation& operator=(Reservation&& other) noexcept {
+    if (this != &other) {
+      if (shared_) shared_->release_one();
+      shared_ = std::exchange(other.shared_, nullptr);
+    }
+    return *this;
+  }
+  ~Reservation() {
+    if (shared_) shared_->release_one();
+  }
+  void commit() noexcept { shared_ = nullptr; }
+
+ private:
+  Shared* shared_ = nullptr;
+};
+
+KeyStore::KeyStore(fs::path root, StoreOptions options)
+    : root_(std::move(root)),
+      max_devices_(options.max_devices),
+      shared_(std::make_unique<Shared>()) {
   if (root_.empty()) throw StoreError("key store root is empty");
+  if (options.key_group) {
+    key_group_ = resolve_group(*options.key_group);
+    require_group_member(*key_group_);
+  }
   struct stat st {};
-  if (::stat(root_.c_str(), &st) != 0) {
+  if (::lstat(root_.c_str(), &st) != 0) {
     if (errno != ENOENT)
       throw_errno(fmt::format("cannot check key store root {}", root_.string()), errno);
-    try {
-      create_private_dirs(root_, kFolderMode);
-    } catch (const std::system_error& e) {
-      throw_store_error(fmt::format("cannot create key store root {}", root_.string()), e);
-    }
-  } else if (!S_ISDIR(st.st_mode)) {
-    throw StoreError(fmt::format("key store root {} is not a folder", root_.string()));
+    create_root(root_, modes_for(key_group_).folder, key_group_);
   }
-  check_private_path(root_, "key store root ", kFolderMode);
+  root_fd_ = open_private_folder(root_, key_group_, "key store root ");
+  shared_->count = count_pairs(root_fd_.get(), root_);
+}
+
+KeyStore::~KeyStore() = default;
+KeyStore::KeyStore(KeyStore&&) noexcept = default;
+KeyStore& KeyStore::operator=(KeyStore&&) noexcept = default;
+
+std::size_t KeyStore::device_count() const {
+  std::lock_guard<std::mutex> lock(shared_->count_mutex);
+  return shared_->count;
+}
+
+InstanceLock KeyStore::lock_instance() const {
+  return InstanceLock(root_fd_.get(), root_);
 }
 
 fs::path KeyStore::device_dir(const std::optional<std::string>& user,
@@ -213,21 +377,28 @@ fs::path KeyStore::device_dir(const std::optional<std::string>& user,
   return root_ / *user / device;
 }
 
+UniqueFd KeyStore::open_device_folder(const std::optional<std::string>& user,
+                                      const std::string& device, bool strict) const {
+  if (!user) return open_folder(root_fd_.get(), device, root_ / device, strict);
+  UniqueFd user_fd = open_folder(root_fd_.get(), *user, root_ / *user, strict);
+  if (!user_fd) return {};
+  return open_folder(user_fd.get(), device, root_ / *user / device, strict);
+}
+
 bool KeyStore::has_keys(const std::optional<std::string>& user, const std::string& device) const {
-  const fs::path dir = device_dir(user, device);
-  struct stat st {};
-  if (user && (::lstat((root_ / *user).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) return false;
-  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
-  return is_regular_file_no_follow(dir / kPrivateFile);
+  device_dir(user, device);  // validates
+  UniqueFd device_fd = open_device_folder(user, device, false);
+  return device_fd && is_file_at(device_fd.get(), kPrivateKeyFile);
 }
 
 std::optional<StoredKey> KeyStore::load(const std::optional<std::string>& user,
                                         const std::string& device) const {
   const fs::path dir = device_dir(user, device);
-  if (user && !is_store_folder(root_ / *user)) return std::nullopt;
-  if (!is_store_folder(dir)) return std::nullopt;
-  const fs::path private_path = dir / kPrivateFile;
-  std::optional<std::string> private_pem = read_key_file(private_path);
+  UniqueFd device_fd = open_device_folder(user, device, true);
+  if (!device_fd) return std::nullopt;
+  struct stat private_status {};
+  std::optional<std::string> private_pem =
+      read_key_file_at(device_fd.get(), kPrivateKeyFile, dir / kPrivateKeyFile, &private_status);
   if (!private_pem) return std::nullopt;
   WipeOnExit wipe(*private_pem);
 
@@ -235,28 +406,55 @@ std::optional<StoredKey> KeyStore::load(const std::optional<std::string>& user,
   try {
     pair = key_pair_from_private_pem(*private_pem);
   } catch (const KeyError& e) {
-    throw_store_error(fmt::format("{} is not a usable private key", private_path.string()), e);
+    throw_store_error(
+        fmt::format("{} is not a usable private key", (dir / kPrivateKeyFile).string()), e);
   }
   WipeOnExit wipe_pair(pair.private_pem);
 
-  StoredKey stored{pair.type, pair.public_pem, fingerprint(pair.public_pem), {}, false};
-  const fs::path public_path = dir / kPublicFile;
+  StoredKey stored{pair.type, pair.public_pem, fingerprint(pair.public_pem),
+                   to_file_time(private_status.st_mtim), false};
   std::optional<std::string> public_pem;
   try {
-    public_pem = read_key_file(public_path);
+    public_pem = read_key_file_at(device_fd.get(), kPublicKeyFile, dir / kPublicKeyFile);
   } catch (const StoreError&) {
-    // A symlink or special file in place of the public key: replaced below like a mismatch.
+    // A symlink or special file in place of the public key: replaced below like a mismatch
+    // (renameat replaces the link itself, never what it points to).
   }
   if (!public_pem || !same_public_key(*public_pem, pair.public_pem)) {
     try {
-      write_file_atomic(public_path, pair.public_pem, kPublicMode);
+      write_file_atomic_at(device_fd.get(), kPublicKeyFile, pair.public_pem,
+                           modes_for(key_group_).public_key, key_group_, dir);
     } catch (const std::system_error& e) {
-      throw_store_error(fmt::format("cannot repair {}", public_path.string()), e);
+      throw_store_error(fmt::format("cannot repair {}", (dir / kPublicKeyFile).string()), e);
     }
     stored.repaired = true;
   }
-  stored.created = modified(private_path);
   return stored;
+}
+
+void KeyStore::check_collision(int top_fd, const std::optional<std::string>& user,
+                               const std::string& device) const {
+  if (user) {
+    // <root>/<user> must not be a legacy device folder: those hold key files.
+    for (const char* name : kDeviceFiles) {
+      if (exists_at(top_fd, name)) {
+        throw CollisionError(fmt::format(
+            "key store collision: {} is the legacy folder of device {} (it holds {}), so it "
+            "cannot also be the folder of user {}; nothing was written",
+            (root_ / *user).string(), *user, name, *user));
+      }
+    }
+    return;
+  }
+  // <root>/<device> must not be a user folder: those hold device folders.
+  for (const DirEntry& entry : list_entries(top_fd, root_ / device)) {
+    if (entry.folder) {
+      throw CollisionError(fmt::format(
+          "key store collision: {} is the folder of user {} (it holds the device folder {}), so "
+          "it cannot also be the legacy folder of device {}; nothing was written",
+          (root_ / device).string(), device, entry.name, device));
+    }
+  }
 }
 
 StoredKey KeyStore::store(const std::optional<std::string>& user, const std::string& device,
@@ -276,20 +474,60 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
     throw StoreError("refusing to store a pair whose public key does not match its private key");
   }
 
-  const fs::path private_path = dir / kPrivateFile;
-  const fs::path public_path = dir / kPublicFile;
+  const Modes modes = modes_for(key_group_);
+  const std::string& top = user ? *user : device;
+  const fs::path top_path = root_ / top;
+  std::shared_mutex& name_lock = shared_->name_lock(top);
+  std::shared_lock<std::shared_mutex> shared_hold(name_lock, std::defer_lock);
+  std::unique_lock<std::shared_mutex> unique_hold(name_lock, std::defer_lock);
+  if (user) {
+    shared_hold.lock();
+  } else {
+    unique_hold.lock();
+  }
+
+  // Collision and quota are decided before anything is written.
+  UniqueFd top_fd = open_folder(root_fd_.get(), top, top_path, true);
+  if (top_fd) check_collision(top_fd.get(), user, device);
+  UniqueFd device_fd;
+  if (!user) {
+    device_fd = std::move(top_fd);
+  } else if (top_fd) {
+    device_fd = open_folder(top_fd.get(), device, dir, true);
+  }
+  const bool had_pair = device_fd && is_file_at(device_fd.get(), kPrivateKeyFile);
+  Reservation reservation;
+  if (!had_pair) {
+    std::lock_guard<std::mutex> lock(shared_->count_mutex);
+    if (shared_->count >= max_devices_) throw QuotaError(shared_->count, max_devices_);
+    ++shared_->count;
+    reservation = Reservation(shared_.get());
+  }
+
   auto step = [this](WriteStep done) {
     if (step_hook_) step_hook_(done);
   };
-
-  fs::path private_temp;
-  fs::path public_temp;
+  std::string private_temp;
+  std::string public_temp;
   try {
-    if (user && ensure_store_folder(root_ / *user)) fsync_dir(root_);
-    if (ensure_store_folder(dir)) fsync_dir(dir.parent_path());
-    remove_stale_temps(dir);
+    if (user) {
+      if (top_fd) {
+        adopt_folder(top_fd.get(), modes.folder, key_group_, top_path);
+      } else {
+        top_fd = make_folder(root_fd_.get(), top, top_path, modes.folder, key_group_);
+      }
+    }
+    if (device_fd) {
+      adopt_folder(device_fd.get(), modes.folder, key_group_, dir);
+    } else {
+      device_fd =
+          make_folder(user ? top_fd.get() : root_fd_.get(), device, dir, modes.folder, key_group_);
+    }
+    const int folder = device_fd.get();
+    remove_stale_temps(folder, dir);
     if (keep_backup) {
-      if (std::optional<std::string> current = read_key_file(private_path)) {
+      if (std::optional<std::string> current =
+              read_key_file_at(folder, kPrivateKeyFile, dir / kPrivateKeyFile)) {
         WipeOnExit wipe_current(*current);
         // The backup pair is made consistent the same way: its public half comes from its private.
         std::optional<std::string> current_public;
@@ -298,134 +536,157 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
           WipeOnExit wipe_previous(previous.private_pem);
           current_public = previous.public_pem;
         } catch (const KeyError&) {
-          current_public = read_key_file(public_path);
+          current_public = read_key_file_at(folder, kPublicKeyFile, dir / kPublicKeyFile);
         }
-        write_file_atomic(dir / kPrivateBackup, *current, kBackupMode);
+        write_file_atomic_at(folder, kPrivateBackupFile, *current, modes.backup, key_group_, dir);
         if (current_public) {
-          write_file_atomic(dir / kPublicBackup, *current_public, kBackupMode);
+          write_file_atomic_at(folder, kPublicBackupFile, *current_public, modes.backup, key_group_,
+                               dir);
         } else {
-          unlink_if_present(dir / kPublicBackup);
+          unlink_if_present(folder, kPublicBackupFile, dir);
         }
         step(WriteStep::backup_written);
       }
     }
-    private_temp = write_temp_file(private_path, derived.private_pem, kPrivateMode);
+    private_temp = write_temp_file_at(folder, kPrivateKeyFile, derived.private_pem,
+                                      modes.private_key, key_group_, dir);
     step(WriteStep::private_temp_synced);
-    public_temp = write_temp_file(public_path, derived.public_pem, kPublicMode);
+    public_temp = write_temp_file_at(folder, kPublicKeyFile, derived.public_pem, modes.public_key,
+                                     key_group_, dir);
     step(WriteStep::public_temp_synced);
-    rename_file(private_temp, private_path);
+    rename_at(folder, private_temp, kPrivateKeyFile, dir);
     private_temp.clear();
     step(WriteStep::private_renamed);
-    rename_file(public_temp, public_path);
+    rename_at(folder, public_temp, kPublicKeyFile, dir);
     public_temp.clear();
     step(WriteStep::public_renamed);
-    fsync_dir(dir);
+    fsync_folder(folder, dir);
   } catch (...) {
-    if (!private_temp.empty()) ::unlink(private_temp.c_str());
-    if (!public_temp.empty()) ::unlink(public_temp.c_str());
+    if (device_fd) {
+      if (!private_temp.empty()) ::unlinkat(device_fd.get(), private_temp.c_str(), 0);
+      if (!public_temp.empty()) ::unlinkat(device_fd.get(), public_temp.c_str(), 0);
+      // The private key was renamed into place before the failure: the pair counts.
+      if (is_file_at(device_fd.get(), kPrivateKeyFile)) reservation.commit();
+    }
     try {
       throw;
     } catch (const std::system_error& e) {
       throw_store_error(fmt::format("cannot store the key pair in {}", dir.string()), e);
     }
   }
+  reservation.commit();
+  struct stat st {};
+  if (::fstatat(device_fd.get(), kPrivateKeyFile, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    throw_errno(fmt::format("cannot stat {}", (dir / kPrivateKeyFile).string()), errno);
   return StoredKey{derived.type, derived.public_pem, fingerprint(derived.public_pem),
-                   modified(private_path), false};
+                   to_file_time(st.st_mtim), false};
 }
 
-bool KeyStore::remove(const std::optional<std::string>& user, const std::string& device) {
+bool KeyStore::remove(const std::optional<std::string>& user, const std::string& device,
+                      LegacyKeys legacy) {
+  device_dir(user, device);  // validates
+  bool removed = remove_one(user, device);
+  if (user && legacy == LegacyKeys::remove) removed = remove_one(std::nullopt, device) || removed;
+  return removed;
+}
+
+bool KeyStore::remove_one(const std::optional<std::string>& user, const std::string& device) {
   const fs::path dir = device_dir(user, device);
-  if (user && !is_store_folder(root_ / *user)) return false;
-  if (!is_store_folder(dir)) return false;
+  std::shared_mutex& name_lock = shared_->name_lock(user ? *user : device);
+  std::shared_lock<std::shared_mutex> shared_hold(name_lock, std::defer_lock);
+  std::unique_lock<std::shared_mutex> unique_hold(name_lock, std::defer_lock);
+  if (user) {
+    shared_hold.lock();
+  } else {
+    unique_hold.lock();
+  }
+
+  UniqueFd user_fd;
+  if (user) {
+    user_fd = open_folder(root_fd_.get(), *user, root_ / *user, true);
+    if (!user_fd) return false;
+  }
+  const int parent = user ? user_fd.get() : root_fd_.get();
+  UniqueFd device_fd = open_folder(parent, device, dir, true);
+  if (!device_fd) return false;
   bool removed = false;
-  // The private key first: from then on the device has no keys, whatever happens next.
-  for (const char* name : {kPrivateFile, kPublicFile, kPrivateBackup, kPublicBackup}) {
-    const fs::path path = dir / name;
-    if (::unlink(path.c_str()) == 0) {
+  for (const char* name : kDeviceFiles) {  // the private key first
+    if (::unlinkat(device_fd.get(), name, 0) == 0) {
       removed = true;
-    } else if (errno != ENOENT) {
-      throw_errno(fmt::format("cannot remove {}", path.string()), errno);
+      if (std::strcmp(name, kPrivateKeyFile) == 0) shared_->release_one();
+    } else if (errno != ENOENT && errno != EISDIR) {  // EISDIR: an old store's device folder
+      throw_errno(fmt::format("cannot remove {}", (dir / name).string()), errno);
     }
   }
-  remove_stale_temps(dir);
-  try {
-    // A folder that still holds something else (a legacy folder that is also a user's) stays.
-    if (::rmdir(dir.c_str()) == 0) {
-      fsync_dir(dir.parent_path());
-    } else if (errno != ENOTEMPTY && errno != EEXIST) {
-      throw_errno(fmt::format("cannot remove {}", dir.string()), errno);
-    } else if (removed) {
-      fsync_dir(dir);
-    }
-  } catch (const std::system_error& e) {
-    throw_store_error(fmt::format("cannot remove the keys in {}", dir.string()), e);
+  remove_stale_temps(device_fd.get(), dir);
+  // A folder that still holds something else (a legacy folder that is also a user's) stays.
+  if (::unlinkat(parent, device.c_str(), AT_REMOVEDIR) == 0) {
+    sync_folder(parent, dir.parent_path());
+  } else if (errno != ENOTEMPTY && errno != EEXIST) {
+    throw_errno(fmt::format("cannot remove {}", dir.string()), errno);
+  } else if (removed) {
+    sync_folder(device_fd.get(), dir);
   }
   return removed;
 }
 
-std::vector<fs::path> KeyStore::private_key_candidates(const std::string& device) const {
+std::vector<DeviceFolder> KeyStore::private_key_folders(const std::string& device) const {
   if (!is_valid_identifier(device)) throw std::invalid_argument("invalid device id");
   // A user folder is one holding `<device>/sensor_private.pem`; a legacy device folder holds key
-  // files, never folders, so it never matches (even for a device named like a key file).
-  auto holds_key = [](const fs::path& folder) {
-    struct stat st {};
-    return ::lstat(folder.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
-           is_regular_file_no_follow(folder / kPrivateFile);
-  };
-  std::vector<fs::path> candidates;
-  std::error_code ec;
-  for (fs::directory_iterator it(root_, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (!is_valid_identifier(name)) continue;
-    std::error_code type_ec;
-    if (!it->is_directory(type_ec) || it->is_symlink(type_ec)) continue;
-    if (holds_key(it->path() / device)) candidates.push_back(it->path() / device / kPrivateFile);
+  // files, never folders, so it never matches.
+  std::vector<DeviceFolder> folders;
+  for (const DirEntry& entry : list_entries(root_fd_.get(), root_)) {
+    if (!entry.folder || !is_valid_identifier(entry.name)) continue;
+    UniqueFd user_fd = open_folder(root_fd_.get(), entry.name, {}, false);
+    if (!user_fd) continue;
+    UniqueFd device_fd = open_folder(user_fd.get(), device, {}, false);
+    if (device_fd && is_file_at(device_fd.get(), kPrivateKeyFile))
+      folders.push_back({entry.name, device, root_ / entry.name / device});
   }
-  if (ec) throw_errno(fmt::format("cannot list key store root {}", root_.string()), ec.value());
-  std::sort(candidates.begin(), candidates.end());
-  if (holds_key(root_ / device)) candidates.push_back(root_ / device / kPrivateFile);
-  return candidates;
-}
-
-namespace {
-
-// A real folder (not a symlink) whose name is an identifier.
-bool is_identifier_folder(const fs::directory_entry& entry) {
-  if (!is_valid_identifier(entry.path().filename().string())) return false;
-  std::error_code ec;
-  return entry.is_directory(ec) && !entry.is_symlink(ec);
-}
-
-bool holds_key_file(const fs::path& dir) {
-  return is_regular_file_no_follow(dir / kPrivateKeyFile) ||
-         is_regular_file_no_follow(dir / kPublicKeyFile);
-}
-
-// The identifier-named real folders in `dir`, sorted.
-std::vector<fs::path> identifier_folders(const fs::path& dir) {
-  std::vector<fs::path> folders;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (is_identifier_folder(*it)) folders.push_back(it->path());
-  }
-  if (ec) throw_errno(fmt::format("cannot list {}", dir.string()), ec.value());
-  std::sort(folders.begin(), folders.end());
+  UniqueFd legacy_fd = open_folder(root_fd_.get(), device, {}, false);
+  if (legacy_fd && is_file_at(legacy_fd.get(), kPrivateKeyFile))
+    folders.push_back({std::nullopt, device, root_ / device});
   return folders;
 }
 
-}  // namespace
+std::vector<fs::path> KeyStore::private_key_candidates(const std::string& device) const {
+  std::vector<fs::path> candidates;
+  for (const DeviceFolder& folder : private_key_folders(device))
+    candidates.push_back(folder.dir / kPrivateKeyFile);
+  return candidates;
+}
+
+std::optional<std::string> KeyStore::read_private_key(const std::optional<std::string>& user,
+                                                      const std::string& device) const {
+  const fs::path dir = device_dir(user, device);
+  UniqueFd device_fd = open_device_folder(user, device, true);
+  if (!device_fd) return std::nullopt;
+  return read_key_file_at(device_fd.get(), kPrivateKeyFile, dir / kPrivateKeyFile);
+}
 
 std::vector<DeviceFolder> list_device_folders(const fs::path& root) {
-  if (!is_store_folder(root)) return {};
+  UniqueFd root_fd(::open(root.c_str(), kFolderFlags));
+  if (!root_fd) {
+    if (errno == ENOENT) return {};
+    if (errno == ENOTDIR)
+      throw StoreError(fmt::format("{} is not a folder ({}); the key store does not follow it",
+                                   root.string(), describe_entry(AT_FDCWD, root.string())));
+    throw_errno(fmt::format("cannot open {}", root.string()), errno);
+  }
   std::vector<DeviceFolder> legacy;
   std::vector<DeviceFolder> owned;
-  for (const fs::path& folder : identifier_folders(root)) {
-    const std::string name = folder.filename().string();
-    // A legacy device folder holds key files; a user folder holds device folders. A name can be
-    // both (a legacy device called like a user), so both are looked at.
-    if (holds_key_file(folder)) legacy.push_back({std::nullopt, name, folder});
-    for (const fs::path& device : identifier_folders(folder)) {
-      if (holds_key_file(device)) owned.push_back({name, device.filename().string(), device});
+  for (const DirEntry& top : list_entries(root_fd.get(), root)) {
+    if (!top.folder || !is_valid_identifier(top.name)) continue;
+    UniqueFd top_fd = open_folder(root_fd.get(), top.name, {}, false);
+    if (!top_fd) continue;
+    // A legacy device folder holds key files; a user folder holds device folders. An old store
+    // may have a name that is both, so both are looked at.
+    if (holds_key_file(top_fd.get())) legacy.push_back({std::nullopt, top.name, root / top.name});
+    for (const DirEntry& device : list_entries(top_fd.get(), root / top.name)) {
+      if (!device.folder || !is_valid_identifier(device.name)) continue;
+      UniqueFd device_fd = open_folder(top_fd.get(), device.name, {}, false);
+      if (device_fd && holds_key_file(device_fd.get()))
+        owned.push_back({top.name, device.name, root / top.name / device.name});
     }
   }
   legacy.insert(legacy.end(), owned.begin(), owned.end());
@@ -433,7 +694,7 @@ std::vector<DeviceFolder> list_device_folders(const fs::path& root) {
 }
 
 std::optional<std::string> read_key_file_no_follow(const fs::path& path) {
-  return read_key_file(path);
+  return read_key_file_at(AT_FDCWD, path.c_str(), path);
 }
 
 }  // namespace pa::keystore

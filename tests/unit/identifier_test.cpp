@@ -60,6 +60,32 @@ TEST(Identifier, AcceptsValidIds) {
   }
 }
 
+// SPEC section 3.5: a device folder named like a key file would collide with a legacy device
+// folder's file of that name, so the store's own file names are never ids.
+TEST(Identifier, RejectsTheStoresFileNames) {
+  for (const char* name : {"sensor_private.pem", "sensor_public.pem", "sensor_private.prev.pem",
+                           "sensor_public.prev.pem", "sensor_cert.pem", "sensor_cert.prev.pem"}) {
+    EXPECT_FALSE(is_valid_identifier(name)) << name;
+  }
+  // Only those exact names: near misses are ordinary ids.
+  for (const char* name :
+       {"sensor_private", "sensor_private.pem2", "Sensor_private.pem", "sensor_private.pe",
+        "xsensor_public.pem", "sensor_cert.pem.bak", "sensor_public.prev"}) {
+    EXPECT_TRUE(is_valid_identifier(name)) << name;
+  }
+}
+
+TEST(Identifier, AcceptsEveryLengthUpTo128) {
+  // The original server's ids go up to 100 characters; every length up to ours is accepted.
+  for (std::size_t length = 1; length <= kMaxIdentifierLength; ++length) {
+    EXPECT_TRUE(is_valid_identifier("7" + std::string(length - 1, 'a'))) << length;
+    EXPECT_TRUE(is_valid_identifier(std::string(length, 'Z'))) << length;
+  }
+  const std::string hundred = "sensor-" + std::string(93, '0');
+  ASSERT_EQ(hundred.size(), 100u);
+  EXPECT_TRUE(is_valid_identifier(hundred));
+}
+
 TEST(Identifier, LengthLimitIs128) {
   EXPECT_EQ(kMaxIdentifierLength, 128u);
   EXPECT_TRUE(is_valid_identifier(std::string(128, '7')));

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "key_store_support.hpp"
 #include "keystore/file_util.hpp"
 #include "test_support.hpp"
 
@@ -48,24 +49,8 @@ static void PrintTo(WriteStep step, std::ostream* out) {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Sets the process umask for one test and restores it.
-class ScopedUmask {
- public:
-  explicit ScopedUmask(mode_t mask) : previous_(::umask(mask)) {}
-  ScopedUmask(const ScopedUmask&) = delete;
-  ScopedUmask& operator=(const ScopedUmask&) = delete;
-  ~ScopedUmask() { ::umask(previous_); }
-
- private:
-  mode_t previous_;
-};
-
-std::set<std::string> names_in(const fs::path& dir) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename());
-  return names;
-}
+using store_test::names_in;
+using store_test::ScopedUmask;
 
 const std::optional<std::string> kNoUser;
 
@@ -277,9 +262,10 @@ TEST_F(KeyStoreTest, PrivateKeyCandidatesOrder) {
   store.store(kNoUser, "D", generate_key_pair(KeyType::ec_p256), false);
   // Legacy device folders look like user folders but hold no <device>/sensor_private.pem.
   store.store(kNoUser, "legacy", generate_key_pair(KeyType::ec_p256), false);
-  store.store(kNoUser, "sensor_private.pem", generate_key_pair(KeyType::ec_p256), false);
   // A user folder with the device folder but no private key in it.
   fs::create_directories(root_ / "dave" / "D");
+  // The lock file is no folder of either kind.
+  const InstanceLock lock = store.lock_instance();
 
   const std::vector<fs::path> expected = {
       root_ / "alice" / "D" / "sensor_private.pem",
@@ -290,9 +276,23 @@ TEST_F(KeyStoreTest, PrivateKeyCandidatesOrder) {
   EXPECT_EQ(store.private_key_candidates("D"), expected);
   EXPECT_EQ(store.private_key_candidates("other"),
             std::vector<fs::path>{root_ / "carol" / "other" / "sensor_private.pem"});
-  EXPECT_EQ(store.private_key_candidates("sensor_private.pem"),
-            std::vector<fs::path>{root_ / "sensor_private.pem" / "sensor_private.pem"});
+  EXPECT_TRUE(store.private_key_candidates("legacy").size() == 1);
   EXPECT_TRUE(store.private_key_candidates("nobody").empty());
+
+  // The same as folders, each readable through folder descriptors.
+  const std::vector<DeviceFolder> folders = store.private_key_folders("D");
+  ASSERT_EQ(folders.size(), expected.size());
+  for (std::size_t i = 0; i < folders.size(); ++i) {
+    EXPECT_EQ(folders[i].dir / "sensor_private.pem", expected[i]);
+    EXPECT_EQ(folders[i].device, "D");
+    const std::optional<std::string> pem = store.read_private_key(folders[i].user, "D");
+    ASSERT_TRUE(pem);
+    EXPECT_EQ(*pem, test::read_file(expected[i]));
+  }
+  EXPECT_EQ(folders[0].user, std::optional<std::string>("alice"));
+  EXPECT_EQ(folders[3].user, std::nullopt);
+  EXPECT_EQ(store.read_private_key(std::string("dave"), "D"), std::nullopt);
+  EXPECT_EQ(store.read_private_key(std::string("nobody"), "D"), std::nullopt);
 }
 
 TEST_F(KeyStoreTest, RefusesLooseRoot) {
@@ -318,10 +318,25 @@ TEST_F(KeyStoreTest, RefusesLooseRoot) {
     EXPECT_NE(std::string(e.what()).find("group-writable"), std::string::npos) << e.what();
   }
 
-  // "No more permissive than": 0755 and 0500 are fine.
+  // Readable by others, or by a group when no key group is set: the keys' folder names leak.
   ASSERT_EQ(::chmod(root_.c_str(), 0755), 0);
+  try {
+    KeyStore store(root_);
+    FAIL() << "a root readable by others was accepted";
+  } catch (const PermissionError& e) {
+    EXPECT_EQ(e.path(), root_);
+    EXPECT_NE(e.problem().find("readable by others"), std::string::npos) << e.what();
+    EXPECT_NE(e.problem().find("(mode 0755)"), std::string::npos) << e.what();
+    EXPECT_EQ(e.fix(), "chmod 700 " + path);
+  }
+
+  // "No more permissive than": 0700 and 0500 are fine.
+  ASSERT_EQ(::chmod(root_.c_str(), 0500), 0);
   EXPECT_NO_THROW(KeyStore store(root_));
   ASSERT_EQ(::chmod(root_.c_str(), 0700), 0);
+  EXPECT_NO_THROW(KeyStore store(root_));
+  // Plugin folders may be readable (SPEC section 6): the plugin rule is about writing only.
+  ASSERT_EQ(::chmod(root_.c_str(), 0755), 0);
   EXPECT_NO_THROW(require_private_path(root_));
 
   // Any path (a plugin file, say): the fix keeps the mode but for group and world write.
@@ -335,25 +350,13 @@ TEST_F(KeyStoreTest, RefusesLooseRoot) {
     EXPECT_EQ(std::string(e.what()), plugin.string() +
                                          " is group- and world-writable (mode 0666); " +
                                          "fix: chmod 644 " + plugin.string());
+    EXPECT_EQ(e.path(), plugin);
+    EXPECT_EQ(e.problem(), "is group- and world-writable (mode 0666)");
+    EXPECT_EQ(e.fix(), "chmod 644 " + plugin.string());
   }
   ASSERT_EQ(::chmod(plugin.c_str(), 0644), 0);
   EXPECT_NO_THROW(require_private_path(plugin));
   EXPECT_THROW(require_private_path(tmp_.file("missing")), StoreError);
-}
-
-TEST_F(KeyStoreTest, RefusesRootOwnedByAnotherUser) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the folder away";
-  { KeyStore store(root_); }
-  ASSERT_EQ(::chown(root_.c_str(), 1001, 1001), 0);
-  try {
-    KeyStore store(root_);
-    FAIL() << "a root owned by uid 1001 was accepted";
-  } catch (const PermissionError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("owned by uid 1001, not 0"), std::string::npos) << what;
-    EXPECT_NE(what.find("chown 0 " + root_.string()), std::string::npos) << what;
-  }
-  EXPECT_THROW(require_private_path(root_), PermissionError);
 }
 
 TEST_F(KeyStoreTest, DoesNotFollowSymlinks) {
