@@ -9,19 +9,53 @@
 #include <vector>
 
 #include "json_writer.hpp"
+#include "keystore/errors.hpp"
 #include "keystore/file_util.hpp"
+#include "keystore/permissions.hpp"
 #include "log.hpp"
 #include "text.hpp"
 
 namespace pa {
 namespace {
 
+namespace fs = std::filesystem;
+
 keystore::KeyStore open_key_store(const Config& config) {
   try {
-    return keystore::KeyStore(config.keys_dir);
+    return keystore::KeyStore(
+        config.keys_dir,
+        keystore::StoreOptions{config.key_group, static_cast<std::size_t>(config.max_devices)});
+  } catch (const keystore::GroupError& error) {
+    throw ConfigError(fmt::format("invalid PROVISION_KEY_GROUP=\"{}\": {}",
+                                  config.key_group.value_or(""), error.what()));
   } catch (const keystore::StoreError& error) {
     throw ConfigError(
         fmt::format("invalid PROVISION_KEYS_DIR=\"{}\": {}", config.keys_dir, error.what()));
+  }
+}
+
+// The state folder (SPEC section 5): made 0700 when missing, then held to the key store root's
+// rules; never the key store itself or inside it.
+void open_state_folder(const Config& config, std::optional<gid_t> key_group) {
+  const fs::path state = fs::path(config.state_dir).lexically_normal();
+  const fs::path keys = fs::path(config.keys_dir).lexically_normal();
+  const auto [keys_end, state_end] =
+      std::mismatch(keys.begin(), keys.end(), state.begin(), state.end());
+  if (keys_end == keys.end())
+    throw ConfigError(
+        fmt::format("the state folder {} is the key store {} or inside it; set STATE_DIRECTORY (or "
+                    "PROVISION_KEYS_DIR) so that they are apart",
+                    config.state_dir, config.keys_dir));
+  try {
+    keystore::create_private_dirs(state, 0700);
+  } catch (const std::system_error& error) {
+    throw ConfigError(fmt::format("cannot create the state folder {}: {}", config.state_dir,
+                                  error.code().message()));
+  }
+  try {
+    keystore::require_private_folder(state, key_group, "state folder ");
+  } catch (const keystore::StoreError& error) {
+    throw ConfigError(error.what());
   }
 }
 
@@ -109,6 +143,13 @@ Agent::Agent(Config config)
       }) {
   // Registered before the plugins or the session can log anything.
   if (config_.mqtt_password) log_redact(*config_.mqtt_password);
+  // One agent at a time on a key store and on a state folder (SPEC section 5): a second one
+  // exits 1 naming the first one's PID, before it touches anything.
+  store_lock_.emplace(store_.lock_instance());
+  open_state_folder(config_, store_.key_group());
+  if (fs::path(config_.state_dir).lexically_normal() !=
+      fs::path(config_.keys_dir).lexically_normal())
+    state_lock_.emplace(fs::path(config_.state_dir));
   services_.config = &config_;
   services_.store = &store_;
   services_.agent_id = config_.mqtt_client_id;
@@ -125,7 +166,7 @@ Agent::Agent(Config config)
     throw ConfigError(fmt::format(
         "invalid PROVISION_PLUGIN_DIR=\"{}\": no plugin serves {} (is keygen.so installed there?)",
         config_.plugin_dir, kActionGenerate));
-  agent_key_ = load_agent_key(config_);
+  agent_key_ = load_agent_key(config_, store_.key_group());
   if (config_.server_pubkey) {
     try {
       server_key_.emplace(keystore::read_file(*config_.server_pubkey));
@@ -303,29 +344,48 @@ std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
                               "signature"};
 
   // The device's keys (user folders, then legacy), then the agent key; the first whose tag
-  // verifies wins. Keys are read for each attempt and wiped: nothing secret is cached.
-  std::vector<std::filesystem::path> candidates = store_.private_key_candidates(device_id);
-  candidates.emplace_back(agent_key_.path);
+  // verifies wins. Keys are read for each attempt (through folder descriptors, never following a
+  // link) and wiped: nothing secret is cached.
   std::string reason = "no key to try";
-  for (const auto& path : candidates) {
-    std::string pem;
-    try {
-      pem = keystore::read_file(path);
-    } catch (const std::system_error& error) {
-      log_warning("cannot read {} to decrypt a request for {}: {}", path.string(), device_id,
-                  error.code().message());
-      continue;
-    }
+  auto attempt = [&](const std::string& source, std::string& pem) -> std::optional<std::string> {
     std::string why;
     auto plaintext = e2ee::open_envelope(envelope, pem, &why);
     e2ee::wipe(pem);
     if (plaintext) {
-      log_debug("request for {} decrypted with {}", device_id, path.string());
+      log_debug("request for {} decrypted with {}", device_id, source);
       return std::string(reinterpret_cast<const char*>(plaintext->data()), plaintext->size());
     }
-    log_debug("{} does not decrypt the request for {}: {}", path.string(), device_id, why);
+    log_debug("{} does not decrypt the request for {}: {}", source, device_id, why);
     // A tag that fails under a key that unwrapped the session key says more than the others.
     if (reason != "tag does not verify") reason = why;
+    return std::nullopt;
+  };
+  std::vector<keystore::DeviceFolder> folders;
+  try {
+    folders = store_.private_key_folders(device_id);
+  } catch (const keystore::StoreError& error) {
+    log_warning("cannot list the keys of {} to decrypt a request: {}", device_id, error.what());
+  }
+  for (const keystore::DeviceFolder& folder : folders) {
+    std::optional<std::string> pem;
+    try {
+      pem = store_.read_private_key(folder.user, folder.device);
+    } catch (const keystore::StoreError& error) {
+      log_warning("cannot read {} to decrypt a request for {}: {}", folder.dir.string(), device_id,
+                  error.what());
+      continue;
+    }
+    if (!pem) continue;
+    if (auto plaintext = attempt((folder.dir / keystore::kPrivateKeyFile).string(), *pem))
+      return std::move(*plaintext);
+  }
+  try {
+    std::string pem =
+        keystore::read_private_file(agent_key_.path, store_.key_group(), "agent key ");
+    if (auto plaintext = attempt("the agent key", pem)) return std::move(*plaintext);
+  } catch (const keystore::StoreError& error) {
+    log_warning("cannot read the agent key to decrypt a request for {}: {}", device_id,
+                error.what());
   }
   return RequestError{
       ErrorCode::decrypt_failed,

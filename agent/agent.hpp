@@ -13,6 +13,7 @@
 #include "config.hpp"
 #include "envelope.hpp"
 #include "host.hpp"
+#include "keystore/instance_lock.hpp"
 #include "keystore/key_store.hpp"
 #include "ledger.hpp"
 #include "mqtt_session.hpp"
@@ -81,6 +82,8 @@ class Agent {
 
   Config config_;
   keystore::KeyStore store_;
+  std::optional<keystore::InstanceLock> store_lock_;  // SPEC 5: one agent per key store
+  std::optional<keystore::InstanceLock> state_lock_;  // ... and per state folder
   HostServices services_;
   plugin::PluginSet plugins_;
   // systemd: READY, STATUS, WATCHDOG, STOPPING (SPEC section 8).

@@ -7,8 +7,10 @@
 #include <system_error>
 
 #include "envelope.hpp"
+#include "keystore/errors.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/key_pair.hpp"
+#include "keystore/permissions.hpp"
 #include "log.hpp"
 
 namespace pa {
@@ -20,13 +22,13 @@ constexpr const char* kAgentKeyFile = "agent_private.pem";
 
 // Reads an existing key file and derives its public half. `variable` names the source for the
 // one-line error.
-AgentKey read_agent_key(const std::string& path, const std::string& variable) {
+AgentKey read_agent_key(const std::string& path, const std::string& variable,
+                        std::optional<gid_t> key_group) {
   std::string pem;
   try {
-    pem = keystore::read_file(path);
-  } catch (const std::system_error& e) {
-    throw ConfigError(
-        fmt::format("invalid {}=\"{}\": cannot read it: {}", variable, path, e.code().message()));
+    pem = keystore::read_private_file(path, key_group, "agent key ");
+  } catch (const keystore::StoreError& e) {
+    throw ConfigError(fmt::format("invalid {}=\"{}\": {}", variable, path, e.what()));
   }
   try {
     keystore::KeyPair pair = keystore::key_pair_from_private_pem(pem);
@@ -37,10 +39,6 @@ AgentKey read_agent_key(const std::string& path, const std::string& variable) {
       throw ConfigError(fmt::format(
           "invalid {}=\"{}\": the agent key must be an RSA key (envelopes use RSA-OAEP), not {}",
           variable, path, keystore::to_string(pair.type)));
-    struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
-      log_warning("the agent key {} is readable by other users (mode {:o}); chmod 600 {}", path,
-                  st.st_mode & 07777, path);
     return AgentKey{path, pair.public_pem, false};
   } catch (const keystore::KeyError& e) {
     e2ee::wipe(pem);
@@ -50,16 +48,17 @@ AgentKey read_agent_key(const std::string& path, const std::string& variable) {
 
 }  // namespace
 
-AgentKey load_agent_key(const Config& config) {
-  if (config.agent_key) return read_agent_key(*config.agent_key, "PROVISION_AGENT_KEY");
+AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group) {
+  if (config.agent_key) return read_agent_key(*config.agent_key, "PROVISION_AGENT_KEY", key_group);
   if (config.project_root) {
     const fs::path legacy = fs::path(*config.project_root) / "keys" / "private.pem";
     std::error_code ec;
-    if (fs::exists(legacy, ec)) return read_agent_key(legacy.string(), "PROJECT_ROOT");
+    if (fs::exists(legacy, ec)) return read_agent_key(legacy.string(), "PROJECT_ROOT", key_group);
   }
   const fs::path path = fs::path(config.state_dir) / kAgentKeyFile;
   std::error_code ec;
-  if (fs::exists(path, ec)) return read_agent_key(path.string(), "PROVISION_AGENT_KEY");
+  if (fs::exists(path, ec) || fs::is_symlink(path, ec))
+    return read_agent_key(path.string(), "PROVISION_AGENT_KEY", key_group);
   try {
     keystore::create_private_dirs(config.state_dir, 0700);
     keystore::KeyPair pair = keystore::generate_key_pair(keystore::KeyType::rsa2048);

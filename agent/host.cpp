@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "json_writer.hpp"
+#include "keystore/errors.hpp"
 #include "log.hpp"
 
 namespace pa {
@@ -130,6 +131,17 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
   }
   try {
     call->stored = call->services->store->store(r.user_id, r.device_id, pair, keep_backup != 0);
+  } catch (const keystore::QuotaError& error) {
+    log_write(LogLevel::warning, fields_of(call), error.what());
+    call->error = RequestError{
+        ErrorCode::quota_exceeded,
+        fmt::format("the key store holds {} key pairs, the most PROVISION_MAX_DEVICES allows",
+                    error.limit())};
+    return PA_ERR_STORAGE;
+  } catch (const keystore::CollisionError& error) {
+    log_write(LogLevel::warning, fields_of(call), error.what());
+    call->error = RequestError{ErrorCode::storage_failed, error.what()};
+    return PA_ERR_STORAGE;
   } catch (const std::exception& error) {
     log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
     call->error = RequestError{ErrorCode::storage_failed, "cannot store the key pair"};
@@ -151,7 +163,10 @@ int host_key_delete(pa_call* call) {
       break;
   }
   try {
-    if (!call->services->store->remove(r.user_id, r.device_id)) {
+    // With a user, the device's legacy folder goes too, as the original agent removed both.
+    if (!call->services->store->remove(
+            r.user_id, r.device_id,
+            r.user_id ? keystore::LegacyKeys::remove : keystore::LegacyKeys::keep)) {
       call->error = RequestError{ErrorCode::not_found, "the device has no keys"};
       return PA_ERR_NOT_FOUND;
     }

@@ -32,6 +32,7 @@
 #include "keystore/identifier.hpp"
 #include "keystore/key_pair.hpp"
 #include "keystore/key_store.hpp"
+#include "keystore/permissions.hpp"
 #include "log.hpp"
 #include "mqtt_session.hpp"
 #include "plugin_loader.hpp"
@@ -333,7 +334,8 @@ KeyReport inspect(const DeviceFolder& folder, uid_t owner) {
 
 // Problems of the key store root itself, as the agent judges it at start (SPEC section 5).
 // nullopt when it is fine or does not exist yet (the agent creates it 0700).
-std::optional<Problem> root_problem(const fs::path& root) {
+std::optional<Problem> root_problem(const fs::path& root,
+                                    const std::optional<std::string>& key_group_name) {
   struct stat st {};
   if (::stat(root.c_str(), &st) != 0) {
     if (errno == ENOENT) return std::nullopt;
@@ -343,16 +345,17 @@ std::optional<Problem> root_problem(const fs::path& root) {
   if (!S_ISDIR(st.st_mode))
     return Problem{ProblemKind::access, root, "is not a folder",
                    fmt::format("mv {0} {0}.old (the agent creates the folder)", root.string())};
-  if (::geteuid() == 0 && st.st_uid != 0) {
-    // Root inspecting the service user's store: the owner is that user, only the modes count.
-    if ((st.st_mode & 022) == 0) return std::nullopt;
-    return Problem{
-        ProblemKind::access, root,
-        fmt::format("is {}-writable (mode {:04o})", who_has(st.st_mode & 022), st.st_mode & 07777),
-        fmt::format("chmod 700 {}", root.string())};
-  }
+  std::optional<gid_t> key_group;
   try {
-    keystore::require_private_path(root);
+    if (key_group_name) key_group = keystore::resolve_group(*key_group_name);
+  } catch (const keystore::StoreError& error) {
+    return Problem{ProblemKind::access, root, error.what(),
+                   "create the group (groupadd) or fix PROVISION_KEY_GROUP"};
+  }
+  // Root inspecting the service user's store: the owner is that user, only the modes count.
+  if (::geteuid() == 0 && st.st_uid != 0) st.st_uid = 0;
+  try {
+    keystore::check_private_stat(st, root, keystore::PathKind::folder, key_group);
   } catch (const keystore::PermissionError& error) {
     return Problem{ProblemKind::access, root, error.problem(), error.fix()};
   }
@@ -680,7 +683,7 @@ void check_broker(const Config& config, std::chrono::milliseconds timeout, Repor
 
 void check_key_store(const Config& config, Report& report) {
   const fs::path root = config.keys_dir;
-  if (std::optional<Problem> problem = root_problem(root)) {
+  if (std::optional<Problem> problem = root_problem(root, config.key_group)) {
     report.fail("key store root " + root.string(), problem->why, problem->fix);
     return;
   }
@@ -898,7 +901,7 @@ int run_keys_show(const Config& config, const std::string& device,
 int run_keys_verify(const Config& config, std::FILE* out) {
   Report report(out);
   const fs::path root = config.keys_dir;
-  if (std::optional<Problem> problem = root_problem(root)) {
+  if (std::optional<Problem> problem = root_problem(root, config.key_group)) {
     report.fail("key store root " + root.string(), problem->why, problem->fix);
     return 1;
   }

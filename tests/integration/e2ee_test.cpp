@@ -314,6 +314,19 @@ TEST_F(E2eeTest, UsesTheOriginalAgentKeyUnderProjectRoot) {
                   "open(sys.argv[1] + '/public.pem', 'wb').write(k.publickey().export_key())") +
       " " + shell_quote(project));
   ASSERT_EQ(made.exit_code, 0) << made.output;
+  // Written with the umask's 0644: the agent key obeys the key store root's rules (SPEC
+  // section 5), so the agent refuses it and says how to fix it.
+  const std::string key_file = project + "/keys/private.pem";
+  ASSERT_EQ(file_mode(key_file), 0644);
+  {
+    Agent refused(broker.port(), {{"PROJECT_ROOT", project}});
+    refused.start();
+    const auto status = refused.wait_exit(15s);
+    ASSERT_TRUE(status);
+    EXPECT_EQ(*status, 78);
+    EXPECT_NE(refused.log().find("fix: chmod 600 " + key_file), std::string::npos) << refused.log();
+  }
+  ASSERT_EQ(::chmod(key_file.c_str(), 0600), 0);
   auto agent = start_agent({{"PROJECT_ROOT", project}});
   EXPECT_FALSE(file_exists(agent->root() + "/state/agent_private.pem"));
   // PyCryptodome writes no final newline; the agent's PEM has one.
