@@ -375,6 +375,11 @@ IntakeSpool::Admission IntakeSpool::append(InboundMessage& message, std::string*
   std::lock_guard lock(mutex_);
   if (pending_extents_.size() >= capacity_) return Admission::full;
   message.seq = next_seq_;
+  if (unspooled_) {
+    pending_extents_[message.seq] = {};
+    ++next_seq_;
+    return Admission::spooled;
+  }
   try {
     const Extent extent = write_locked(encode_spool_request(message, now_ms()), true);
     pending_extents_[message.seq] = {extent};
@@ -392,7 +397,7 @@ IntakeSpool::Admission IntakeSpool::append(InboundMessage& message, std::string*
 bool IntakeSpool::begin_change(std::uint64_t seq, const ChangeIntent& intent) {
   std::lock_guard lock(mutex_);
   const auto it = pending_extents_.find(seq);
-  if (it == pending_extents_.end()) return true;  // not a spooled request (tests, tools)
+  if (it == pending_extents_.end() || unspooled_) return true;  // not spooled (tools, bench)
   try {
     it->second.push_back(write_locked(encode_spool_intent(seq, intent), true));
     return true;
@@ -404,7 +409,7 @@ bool IntakeSpool::begin_change(std::uint64_t seq, const ChangeIntent& intent) {
 
 void IntakeSpool::finish(std::uint64_t seq) {
   std::lock_guard lock(mutex_);
-  if (pending_extents_.erase(seq) == 0) return;
+  if (pending_extents_.erase(seq) == 0 || unspooled_) return;
   try {
     write_locked(encode_spool_done(seq), false);
     compact_locked();

@@ -70,6 +70,10 @@ class IntakeSpool {
   // cuts off a torn tail. `capacity` bounds the pending requests (PROVISION_QUEUE_MAX). Throws
   // std::system_error when the file cannot be opened, read or repaired.
   IntakeSpool(const std::filesystem::path& state_dir, std::size_t capacity);
+
+  // For bench/ only (the undocumented PA_BENCH_UNSPOOLED=1): count requests but write nothing,
+  // to measure what durability costs. Never for a real agent.
+  void disable_writes_for_bench() { unspooled_ = true; }
   IntakeSpool(const IntakeSpool&) = delete;
   IntakeSpool& operator=(const IntakeSpool&) = delete;
 
@@ -116,6 +120,7 @@ class IntakeSpool {
   std::uint64_t size_ = 0;
   std::unordered_map<std::uint64_t, std::vector<Extent>> pending_extents_;
   std::vector<SpooledRequest> recovered_;
+  bool unspooled_ = false;
 };
 
 }  // namespace pa
