@@ -161,7 +161,7 @@ Agent::Agent(Config config)
   services_.begin_change = [this](std::uint64_t seq, const ChangeIntent& intent) {
     return !spool_ || spool_->begin_change(seq, intent);
   };
-  plugins_ = plugin::PluginSet::load(config_.plugin_dir, host_table(services_));
+  plugins_ = plugin::PluginSet::load(config_, services_);
   if (!plugins_.find(kActionGenerate))
     throw ConfigError(fmt::format(
         "invalid PROVISION_PLUGIN_DIR=\"{}\": no plugin serves {} (is keygen.so installed there?)",
@@ -410,8 +410,8 @@ void Agent::report_replay(const Request& request, const std::string& reason) {
 }
 
 bool Agent::is_destructive(const Request& request) const {
-  return request.action == kActionUpdate || request.action == kActionDelete ||
-         (request.action == kActionGenerate && request.force);
+  const plugin::ActionSpec* action = plugins_.action(request.action);
+  return action && action->destructive(request.force);
 }
 
 Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<ChangeIntent>& redo,
@@ -434,10 +434,12 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
     return finish();
   }
 
-  Decoded decoded = decode_request(message, static_cast<std::size_t>(config_.max_payload),
-                                   [this](const Envelope& envelope, const std::string& device) {
-                                     return decrypt(envelope, device);
-                                   });
+  Decoded decoded = decode_request(
+      message, static_cast<std::size_t>(config_.max_payload),
+      [this](const Envelope& envelope, const std::string& device) {
+        return decrypt(envelope, device);
+      },
+      [this](std::string_view name) { return plugins_.canonical(name); });
   outcome.request_id = decoded.request_id;
   outcome.user_id = decoded.user_id;
   outcome.action = decoded.action;
@@ -494,12 +496,8 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
       !store_.private_key_candidates(request.device_id).empty()) {
     outcome.error = RequestError{
         ErrorCode::e2ee_required,
-        request.action == kActionGenerate
-            ? "PROVISION_E2EE_POLICY=destructive: a forced generate of existing keys must be "
-              "encrypted"
-            : fmt::format("PROVISION_E2EE_POLICY=destructive: {} of existing keys must be "
-                          "encrypted",
-                          request.action)};
+        fmt::format("PROVISION_E2EE_POLICY=destructive: {}{} of existing keys must be encrypted",
+                    request.force ? "a forced " : "", request.action)};
     return finish();
   }
 

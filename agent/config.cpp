@@ -11,6 +11,8 @@
 #include <rapidjson/error/en.h>
 #include <unistd.h>
 
+extern char** environ;
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -55,15 +57,6 @@ std::string_view trim(std::string_view text) {
   while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
   while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
   return text;
-}
-
-std::string quoted(std::string_view value) {
-  std::string out = "\"";
-  for (char c : value) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return escape_controls(out) + "\"";
 }
 
 // The one-line error of SPEC section 2: `invalid NAME="value": why`.
@@ -143,9 +136,7 @@ int read_int(Entries& entries, const std::string& name, int fallback, int min, i
 }
 
 bool parse_bool(std::string_view name, const std::string& value) {
-  const std::string word = lower(value);
-  if (word == "true" || word == "1" || word == "yes" || word == "on") return true;
-  if (word == "false" || word == "0" || word == "no" || word == "off") return false;
+  if (const auto parsed = parse_boolean(value)) return *parsed;
   fail(name, value, "expected true/false, 1/0, yes/no or on/off");
 }
 
@@ -441,17 +432,34 @@ const std::vector<ConfigVariable>& config_variables() {
       {"PROVISION_MAX_DEVICES", "--max-devices",
        "key pairs the store may hold; one more is answered quota_exceeded, 1..10000000 (default "
        "10000)"},
-      {"PROVISION_EXEC_TIMEOUT", "--exec-timeout",
-       "seconds an exec plugin action may run before it is killed, 1..3600 (default 30)"},
       {"LOG_LEVEL", "--log-level", "debug, info, warning or error (default info)"},
   };
   return variables;
+}
+
+std::optional<bool> parse_boolean(std::string_view text) {
+  const std::string word = lower(text);
+  if (word == "true" || word == "1" || word == "yes" || word == "on") return true;
+  if (word == "false" || word == "0" || word == "no" || word == "off") return false;
+  return std::nullopt;
+}
+
+bool is_plugin_variable(std::string_view name) {
+  return name.size() > kPluginVariablePrefix.size() &&
+         name.substr(0, kPluginVariablePrefix.size()) == kPluginVariablePrefix;
 }
 
 std::map<std::string, std::string> environment_variables() {
   std::map<std::string, std::string> values;
   for (const auto& variable : config_variables()) {
     if (const char* value = std::getenv(variable.env)) values[variable.env] = value;
+  }
+  // Plugin options (SPEC section 6) are read from the environment like the agent's own.
+  for (char** entry = environ; entry && *entry; ++entry) {
+    const std::string_view text = *entry;
+    const std::size_t equals = text.find('=');
+    if (equals != std::string_view::npos && is_plugin_variable(text.substr(0, equals)))
+      values[std::string(text.substr(0, equals))] = std::string(text.substr(equals + 1));
   }
   return values;
 }
@@ -524,7 +532,10 @@ Config load_config(const ConfigInputs& inputs) {
   // (an env file may hold other services' settings).
   auto apply = [&](const std::map<std::string, std::string>& layer, ConfigSource source) {
     for (const auto& [name, value] : layer) {
-      if (find_variable(name) != nullptr) entries[name] = Config::Entry{value, source, true};
+      if (find_variable(name) != nullptr)
+        entries[name] = Config::Entry{value, source, true};
+      else if (is_plugin_variable(name))
+        config.plugin_entries[name] = Config::Entry{value, source, true};
     }
   };
   if (inputs.env_file) apply(parse_env_file(*inputs.env_file), ConfigSource::env_file);
@@ -703,7 +714,6 @@ Config load_config(const ConfigInputs& inputs) {
   config.server_pubkey = read_optional(entries, "PROVISION_SERVER_PUBKEY");
   if (config.server_pubkey) require_readable("PROVISION_SERVER_PUBKEY", *config.server_pubkey);
   config.max_skew = read_int(entries, "PROVISION_MAX_SKEW", config.max_skew, 1, 86400);
-  config.exec_timeout = read_int(entries, "PROVISION_EXEC_TIMEOUT", config.exec_timeout, 1, 3600);
 
   if (const std::string* devices = given(entries, "PROVISION_DEVICES", "*")) {
     config.devices.clear();

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "keystore/key_pair.hpp"
@@ -45,7 +46,15 @@ struct ConfigInputs {
   std::optional<std::string> env_file;             // path given with --env-file
 };
 
-// Reads the process environment for every variable of config_variables().
+// Plugin options are read from the same sources under this prefix (SPEC section 6).
+inline constexpr std::string_view kPluginVariablePrefix = "PROVISION_PLUGIN_";
+bool is_plugin_variable(std::string_view name);
+
+// true/false, 1/0, yes/no, on/off (any case); nullopt for anything else.
+std::optional<bool> parse_boolean(std::string_view text);
+
+// Reads the process environment for every variable of config_variables() and every
+// PROVISION_PLUGIN_* variable.
 std::map<std::string, std::string> environment_variables();
 
 // Reads a file by exactly the rules of systemd's EnvironmentFile= (env_file.hpp). Lines systemd
@@ -93,7 +102,6 @@ struct Config {
   std::optional<std::string> agent_key;      // PROVISION_AGENT_KEY
   std::optional<std::string> server_pubkey;  // PROVISION_SERVER_PUBKEY
   int max_skew = 300;
-  int exec_timeout = 30;                     // seconds; the exec plugin's time limit per action
   std::vector<std::string> devices = {"*"};  // glob patterns
   bool retain_keys = true;
   KeyFormat key_format = KeyFormat::json;
@@ -106,6 +114,9 @@ struct Config {
     bool set = false;
   };
   std::map<std::string, Entry> entries;
+  // PROVISION_PLUGIN_<PLUGIN>_<OPTION> values as given (validated by the plugin loader against
+  // what each plugin declares).
+  std::map<std::string, Entry> plugin_entries;
 
   // True when `device` matches one of the PROVISION_DEVICES glob patterns.
   bool serves_device(const std::string& device) const;

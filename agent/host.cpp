@@ -12,9 +12,6 @@
 namespace pa {
 namespace {
 
-// config_get has no call argument, so the services it reads are process-wide (set once).
-const HostServices* g_services = nullptr;
-
 LogFields fields_of(const pa_call* call) {
   if (!call || !call->request) return {};
   const Request& r = *call->request;
@@ -37,14 +34,15 @@ LogLevel level_of(pa_log_level level) {
   return LogLevel::info;
 }
 
-void host_log(pa_call* call, pa_log_level level, const char* message) {
-  if (!message) return;
+int host_log(pa_host_handle* /*host*/, pa_call* call, pa_log_level level, const char* message) {
+  if (!message) return PA_ERR_INVALID;
   log_write(level_of(level), fields_of(call), message);
+  return PA_OK;
 }
 
-const char* host_config_get(const char* name) {
-  if (!g_services || !name) return nullptr;
-  const auto& entries = g_services->config->entries;
+const char* host_config_get(pa_host_handle* host, const char* name) {
+  if (!host || !name || !host->services->config) return nullptr;
+  const auto& entries = host->services->config->entries;
   auto it = entries.find(name);
   if (it == entries.end() || (!it->second.set && it->second.value.empty())) return nullptr;
   for (const auto& variable : config_variables())
@@ -52,13 +50,31 @@ const char* host_config_get(const char* name) {
   return it->second.value.c_str();
 }
 
-int host_key_exists(pa_call* call) {
+const char* host_option_get(pa_host_handle* host, const char* name) {
+  if (!host || !name) return nullptr;
+  const auto it = host->options.find(name);
+  return it == host->options.end() || !it->second ? nullptr : it->second->c_str();
+}
+
+int host_register_action(pa_host_handle* host, const pa_action* action) {
+  if (!host || !host->in_init || !host->register_action) return PA_ERR_UNSUPPORTED;
+  return host->register_action(action);
+}
+
+// Functions with a call need one from handle(), and a key store (not in `plugins` or `config`).
+bool usable(const pa_call* call) {
+  return call && call->request && call->services && call->services->store;
+}
+
+int host_key_exists(pa_host_handle* /*host*/, pa_call* call, int* exists) {
+  if (!usable(call) || !exists) return PA_ERR_INVALID;
   try {
     const Request& r = *call->request;
-    return call->services->store->has_keys(r.user_id, r.device_id) ? 1 : 0;
+    *exists = call->services->store->has_keys(r.user_id, r.device_id) ? 1 : 0;
+    return PA_OK;
   } catch (const std::exception& error) {
     log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
-    return -PA_ERR_STORAGE;
+    return PA_ERR_STORAGE;
   }
 }
 
@@ -104,7 +120,9 @@ Change prepare_change(pa_call* call) {
   }
 }
 
-int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
+int host_key_generate(pa_host_handle* /*host*/, pa_call* call, const char* key_type,
+                      int keep_backup) {
+  if (!usable(call)) return PA_ERR_INVALID;
   const Request& r = *call->request;
   const std::string type_name = key_type ? key_type : call->c_request.key_type;
   auto type = keystore::parse_key_type(type_name);
@@ -137,7 +155,7 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
         ErrorCode::quota_exceeded,
         fmt::format("the key store holds {} key pairs, the most PROVISION_MAX_DEVICES allows",
                     error.limit())};
-    return PA_ERR_STORAGE;
+    return PA_ERR_QUOTA;
   } catch (const keystore::CollisionError& error) {
     log_write(LogLevel::warning, fields_of(call), error.what());
     call->error = RequestError{ErrorCode::storage_failed, error.what()};
@@ -152,7 +170,8 @@ int host_key_generate(pa_call* call, const char* key_type, int keep_backup) {
   return PA_OK;
 }
 
-int host_key_delete(pa_call* call) {
+int host_key_delete(pa_host_handle* /*host*/, pa_call* call) {
+  if (!usable(call)) return PA_ERR_INVALID;
   const Request& r = *call->request;
   switch (prepare_change(call)) {
     case Change::already_done:
@@ -182,11 +201,13 @@ std::string keys_topic(const Config& config, const std::string& device) {
   return fmt::format("{}/{}/public", config.keys_topic_base, device);
 }
 
-int host_publish_key(pa_call* call) {
+int host_publish_key(pa_host_handle* /*host*/, pa_call* call) {
+  if (!usable(call)) return PA_ERR_INVALID;
   return publish_stored_key(*call);
 }
 
-int host_clear_published_key(pa_call* call) {
+int host_clear_published_key(pa_host_handle* /*host*/, pa_call* call) {
+  if (!usable(call)) return PA_ERR_INVALID;
   const HostServices& services = *call->services;
   // An empty retained message removes the broker's retained key (SPEC section 3).
   const auto id =
@@ -196,22 +217,39 @@ int host_clear_published_key(pa_call* call) {
   return PA_OK;
 }
 
-void host_set_error(pa_call* call, const char* code, const char* message) {
+int host_set_error(pa_host_handle* /*host*/, pa_call* call, const char* code, const char* message) {
+  if (!call) return PA_ERR_INVALID;
   call->error = RequestError{parse_error_code(code ? code : "").value_or(ErrorCode::plugin_failed),
                              message ? message : ""};
+  return PA_OK;
 }
-
-const pa_host kHostTable = {
-    sizeof(pa_host),          PA_PLUGIN_ABI_VERSION, host_log,        host_config_get,
-    host_key_exists,          host_key_generate,     host_key_delete, host_publish_key,
-    host_clear_published_key, host_set_error,
-};
 
 }  // namespace
 
-const pa_host* host_table(const HostServices& services) {
-  g_services = &services;
-  return &kHostTable;
+PluginHost::PluginHost(const HostServices& services,
+                       std::map<std::string, std::optional<std::string>> options)
+    : handle_(std::make_unique<pa_host_handle>()) {
+  handle_->services = &services;
+  handle_->options = std::move(options);
+  table_ = pa_host{sizeof(pa_host),      PA_PLUGIN_ABI_VERSION,
+                   handle_.get(),        host_log,
+                   host_config_get,      host_option_get,
+                   host_register_action, host_key_exists,
+                   host_key_generate,    host_key_delete,
+                   host_publish_key,     host_clear_published_key,
+                   host_set_error,       {}};
+}
+
+PluginHost::~PluginHost() = default;
+
+void PluginHost::open_registration(std::function<int(const pa_action*)> register_action) {
+  handle_->register_action = std::move(register_action);
+  handle_->in_init = true;
+}
+
+void PluginHost::close_registration() {
+  handle_->in_init = false;
+  handle_->register_action = nullptr;
 }
 
 int publish_stored_key(pa_call& call) {
@@ -290,6 +328,8 @@ ErrorCode error_code_for_status(int status) noexcept {
       return ErrorCode::storage_failed;
     case PA_ERR_INVALID:
       return ErrorCode::invalid_request;
+    case PA_ERR_QUOTA:
+      return ErrorCode::quota_exceeded;
     default:
       return ErrorCode::plugin_failed;
   }

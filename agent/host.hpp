@@ -3,6 +3,8 @@
 // it: key store operations, key generation, publishing, configuration and logging.
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,11 +31,38 @@ struct HostServices {
   std::function<bool(std::uint64_t seq, const ChangeIntent& intent)> begin_change;
 };
 
-// The table handed to every plugin's init(). Its functions reach the configuration through
-// `services` (set once before plugins load: config_get has no call argument).
-const pa_host* host_table(const HostServices& services);
+// One loaded plugin's view of the host (SPEC section 6): its own function table whose handle
+// knows the services, the plugin's validated options and, during init(), where its
+// register_action() calls go. Move-only: the table points at the handle it owns.
+class PluginHost {
+ public:
+  // `options`: the plugin's options by name, with their validated values (nullopt: unset).
+  PluginHost(const HostServices& services,
+             std::map<std::string, std::optional<std::string>> options = {});
+  PluginHost(const PluginHost&) = delete;
+  PluginHost& operator=(const PluginHost&) = delete;
+  ~PluginHost();
+
+  const pa_host* table() const noexcept { return &table_; }
+
+  // register_action() works between these two calls (around init()) and goes to the function.
+  void open_registration(std::function<int(const pa_action*)> register_action);
+  void close_registration();
+
+ private:
+  std::unique_ptr<pa_host_handle> handle_;
+  pa_host table_{};
+};
 
 }  // namespace pa
+
+// A plugin's handle on the host (opaque to plugins): the first argument of every host function.
+struct pa_host_handle {
+  const pa::HostServices* services = nullptr;
+  std::map<std::string, std::optional<std::string>> options;
+  bool in_init = false;
+  std::function<int(const pa_action*)> register_action;
+};
 
 // One request in flight through a plugin (opaque to plugins).
 struct pa_call {

@@ -714,10 +714,13 @@ void check_plugins(const Config& config, Report& report) {
   const std::string fix_skipped =
       fmt::format("remove it from {} or rebuild it against provision/plugin.h", config.plugin_dir);
   try {
-    auto plugins = plugin::PluginSet::load(config.plugin_dir, host_table(services));
-    for (const auto& plugin : plugins.plugins())
+    auto plugins = plugin::PluginSet::load(config, services);
+    for (const auto& plugin : plugins.plugins()) {
+      std::vector<std::string> actions;
+      for (const auto& action : plugin->actions) actions.push_back(action.name);
       report.ok(fmt::format("plugin {} {} ({})", plugin->name, plugin->version,
-                            fmt::join(plugin->actions, ", ")));
+                            fmt::join(actions, ", ")));
+    }
     for (const auto& skipped : plugins.skipped())
       report.fail("plugin " + skipped.path, skipped.reason, fix_skipped);
     if (!plugins.find(kActionGenerate))

@@ -118,12 +118,6 @@ const char* topic_action(TopicKind kind) {
   return kActionGenerate;
 }
 
-std::string canonical_action(std::string_view action) {
-  if (action == "request" || action == "generate") return kActionGenerate;
-  if (action == "rotate") return kActionUpdate;
-  return std::string(action);
-}
-
 namespace {
 
 // The original agent's test: all four fields present means "encrypted". A field of the wrong
@@ -226,7 +220,7 @@ std::optional<std::string> peek_request_id(std::string_view payload, std::size_t
 }
 
 Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
-                       const Decryptor& decrypt) {
+                       const Decryptor& decrypt, const ActionNames& canonical) {
   Decoded out;
   out.action = topic_action(message.kind);
   auto fail = [&](ErrorCode code, std::string text) {
@@ -308,7 +302,7 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
   std::string action = topic_action(message.kind);
   if (auto it = doc.FindMember("action"); it != doc.MemberEnd() && !it->value.IsNull()) {
     if (!it->value.IsString()) return fail(ErrorCode::invalid_request, "action must be a string");
-    std::string named = canonical_action(string_of(it->value));
+    std::string named = canonical ? canonical(string_of(it->value)) : string_of(it->value);
     if (named.empty()) return fail(ErrorCode::invalid_request, "action must not be empty");
     if (message.kind != TopicKind::request && named != action)
       return fail(ErrorCode::invalid_request,

@@ -61,17 +61,19 @@ struct InboundMessage {
 std::optional<std::pair<std::string, TopicKind>> parse_request_topic(std::string_view topic,
                                                                      std::string_view base);
 
-// The canonical action names of SPEC section 3.1.
+// The actions the wire protocol itself names (SPEC section 3): a request without "action" asks
+// for the default one, and the update and delete topics name theirs. Which plugin serves them,
+// their aliases and properties are the plugins' to say.
 inline constexpr const char* kActionGenerate = "generate_and_publish_key";
 inline constexpr const char* kActionUpdate = "update";
-inline constexpr const char* kActionPublishKey = "publish_key";
 inline constexpr const char* kActionDelete = "delete";
 
 // The action a topic names: update, delete, or the default generate_and_publish_key.
 const char* topic_action(TopicKind kind);
 
-// Resolves aliases ("request", "generate" -> generate_and_publish_key; "rotate" -> update).
-std::string canonical_action(std::string_view action);
+// Turns an action or alias a request names into the canonical name (the plugins' table); an
+// unknown name is returned unchanged (it is answered unknown_action later).
+using ActionNames = std::function<std::string(std::string_view)>;
 
 // The fields of an encrypted envelope (SPEC section 4), still base64 encoded.
 struct Envelope {
@@ -124,9 +126,9 @@ struct Decoded {
 std::optional<Envelope> parse_envelope(std::string_view payload);
 
 // Decodes one message. `max_payload` bytes at most. A message that looks like an envelope is
-// decrypted with `decrypt` and never read as plaintext.
+// decrypted with `decrypt` and never read as plaintext. `canonical` resolves action aliases.
 Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
-                       const Decryptor& decrypt);
+                       const Decryptor& decrypt, const ActionNames& canonical);
 
 // The request_id of a plaintext payload within `max_payload`, for replies to requests that are
 // not decoded (an invalid device, a full queue); nullopt for envelopes and anything unreadable.

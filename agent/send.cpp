@@ -259,17 +259,14 @@ AgentKey find_agent_key(SendClient& client, const SendOptions& options, const st
                       fmt::join(online, ", "))};
 }
 
-bool publishes_key(const std::string& action) {
-  const std::string canonical = canonical_action(action);
-  return canonical == kActionGenerate || canonical == kActionUpdate ||
-         canonical == kActionPublishKey;
-}
-
 struct Pending {
   std::string device;
   std::string request_id;
   std::optional<std::string> response;  // payload
   bool ok = false;
+  // The response names a key (a fingerprint): its key message is awaited too. Which actions
+  // publish a key is the plugins' business, so the answer says it rather than the action name.
+  bool with_key = false;
   std::optional<std::string> key;  // payload
 };
 
@@ -338,7 +335,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
 
   std::vector<Pending> pending;
   for (const std::string& device : options.devices) {
-    Pending entry{device, random_id(), {}, false, {}};
+    Pending entry{device, random_id(), {}, false, false, {}};
     std::string payload = request_json(options, device, entry.request_id);
     if (options.encrypt_pubkey || options.encrypt_to_agent) {
       try {
@@ -364,7 +361,6 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
     return 0;
   }
 
-  const bool want_key = publishes_key(options.action);
   std::size_t seen = 0;
   auto collect = [&] {
     const auto& received = client.received();
@@ -382,6 +378,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
           if (json_member(doc, "request_id") != entry.request_id && !unread) continue;
           entry.response = message.payload;
           entry.ok = json_member(doc, "status") == "ok";
+          entry.with_key = entry.ok && !json_member(doc, "fingerprint").empty();
         } else if (message.topic ==
                    fmt::format("{}/{}/public", config.keys_topic_base, entry.device)) {
           // json key format carries the request id; pem format is the bare key text.
@@ -392,7 +389,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
       }
     }
     for (const Pending& entry : pending)
-      if (!entry.response || (entry.ok && want_key && !entry.key)) return false;
+      if (!entry.response || (entry.with_key && !entry.key)) return false;
     return true;
   };
   client.loop_until(collect, deadline);
@@ -417,7 +414,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
                    error ? json_member(*error, "code").c_str() : "error",
                    error ? json_member(*error, "message").c_str() : "");
       status_code = 1;
-    } else if (want_key && !entry.key) {
+    } else if (entry.with_key && !entry.key) {
       std::fprintf(err, "provision-agent send: %s: no public key published within %lld s\n",
                    entry.device.c_str(), static_cast<long long>(wait.count()));
       status_code = 1;

@@ -23,6 +23,15 @@ std::string escape_controls(std::string_view text) {
   return out;
 }
 
+std::string quoted(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return escape_controls(out) + "\"";
+}
+
 std::string valid_utf8(std::string_view text) {
   constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   std::string out;

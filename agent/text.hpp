@@ -9,6 +9,10 @@ namespace pa {
 // Control characters escaped (\n, \r, \t, \xNN), so a message stays one line.
 std::string escape_controls(std::string_view text);
 
+// `text` in double quotes with " and \ escaped and control characters escaped, for the one-line
+// configuration errors: invalid NAME="value": why.
+std::string quoted(std::string_view text);
+
 // `text` with every byte that is not part of a well-formed UTF-8 sequence (RFC 3629: no
 // overlong forms, no surrogates, nothing above U+10FFFF) replaced by U+FFFD.
 std::string valid_utf8(std::string_view text);

@@ -88,14 +88,21 @@ int print_plugins(const pa::Config& config) {
   pa::HostServices services;
   services.config = &config;
   services.agent_id = config.mqtt_client_id;
-  auto plugins = pa::plugin::PluginSet::load(config.plugin_dir, pa::host_table(services));
+  auto plugins = pa::plugin::PluginSet::load(config, services);
   std::printf("plugin folder: %s\n", config.plugin_dir.c_str());
-  for (const auto& plugin : plugins.plugins())
+  for (const auto& plugin : plugins.plugins()) {
+    std::vector<std::string> actions;
+    for (const auto& action : plugin->actions) actions.push_back(pa::plugin::describe(action));
     std::printf("loaded  %s %s (%s): %s\n", plugin->name.c_str(), plugin->version.c_str(),
                 plugin->path.c_str(),
-                plugin->actions.empty()
-                    ? "(no actions configured)"
-                    : fmt::format("{}", fmt::join(plugin->actions, ", ")).c_str());
+                actions.empty() ? "(no actions configured)"
+                                : fmt::format("{}", fmt::join(actions, "; ")).c_str());
+    for (const auto& option : plugin->options) {
+      const auto& value = plugin->option_values.at(option.name);
+      std::printf("        option %s=%s\n", option.variable.c_str(),
+                  value ? value->c_str() : "(unset)");
+    }
+  }
   for (const auto& skipped : plugins.skipped())
     std::printf("skipped %s: %s\n", skipped.path.c_str(), skipped.reason.c_str());
   if (!plugins.find(pa::kActionGenerate)) {

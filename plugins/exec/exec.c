@@ -3,9 +3,10 @@
  *
  * Every executable file in the folder exec.d beside this plugin (so
  * <PROVISION_PLUGIN_DIR>/exec.d/) whose name is a valid action name serves the action of that
- * name. It runs with the request JSON on stdin and DEVICE_ID, USER_ID, ACTION, REQUEST_ID and
- * ENCRYPTED in its environment, and must exit 0 within PROVISION_EXEC_TIMEOUT seconds; otherwise
- * the request is answered plugin_failed. Its output is logged.
+ * name (registered in init). It runs with the request JSON on stdin and DEVICE_ID, USER_ID, ACTION,
+ * REQUEST_ID and ENCRYPTED in its environment, and must exit 0 within the TIMEOUT option's seconds
+ * (PROVISION_PLUGIN_EXEC_TIMEOUT); otherwise the request is answered plugin_failed. Its output is
+ * logged. The DIR option (PROVISION_PLUGIN_EXEC_DIR) names another folder than exec.d.
  *
  * Its checks are as strict as the loader's: exec.d and each executable must be owned by the
  * agent's user or root and not be group- or world-writable. A loose exec.d serves no actions. At
@@ -43,28 +44,18 @@
 
 #include "provision/plugin.h"
 
-#define EXEC_MAX_ACTIONS 64
 #define EXEC_NAME_MAX 128
 #define EXEC_OUTPUT_MAX 2048
-#define EXEC_NOTES_MAX 8192
 /* How long the supervisor tries to kill what an executable left behind. */
 #define EXEC_CLEANUP_MS 5000
 /* How long past the time limit and the clean-up the worker waits for the supervisor's report. */
 #define EXEC_REPORT_GRACE_MS 5000
 
-/* The descriptor is static data the host reads after pa_plugin_entry returns, so the action list
- * it points to is filled there, once per load, together with the exec.d descriptor the actions
- * were found in (init takes it over) and what was wrong (init logs it: only init has a host). */
-static char exec_dir[PATH_MAX];
-static char action_names[EXEC_MAX_ACTIONS][EXEC_NAME_MAX + 1];
-static const char* actions[EXEC_MAX_ACTIONS + 1];
-static int found_dir_fd = -1;
-static char discovery_notes[EXEC_NOTES_MAX];
-
 typedef struct exec_state {
   const pa_host* host;
   int timeout_seconds;
-  int dir_fd; /* exec.d as found at load time; executables are opened relative to it */
+  int dir_fd; /* exec.d as found at start; executables are opened relative to it */
+  char dir[PATH_MAX];
 } exec_state;
 
 /* snprintf for messages and paths, where cutting a very long one short is fine (and where gcc
@@ -119,34 +110,44 @@ static int ownership_problem(const struct stat* st, const char* path, char* why,
   return 1;
 }
 
-static void note(const char* line) {
-  size_t used = strlen(discovery_notes);
-  print_to(discovery_notes + used, sizeof discovery_notes - used, "%s\n", line);
+static void log_line(const pa_host* host, pa_log_level level, const char* line) {
+  host->log(host->handle, NULL, level, line);
 }
 
-/* Opens exec.d and lists the actions its executables serve. Runs in pa_plugin_entry. */
-static void find_actions(void) {
+/* The folder the DIR option names, else exec.d beside this plugin's file. */
+static int locate_exec_dir(const pa_host* host, char* dir, size_t size) {
+  const char* configured = host->option_get(host->handle, "DIR");
+  if (configured) {
+    print_to(dir, size, "%s", configured);
+    return 0;
+  }
   Dl_info info;
-  size_t count = 0;
-  char line[3 * PATH_MAX];
-  actions[0] = NULL;
-  discovery_notes[0] = '\0';
-  if (found_dir_fd >= 0) close(found_dir_fd); /* entered again before init took it */
-  found_dir_fd = -1;
-  if (!dladdr((const void*)&find_actions, &info) || !info.dli_fname) return;
+  if (!dladdr((const void*)&locate_exec_dir, &info) || !info.dli_fname) return -1;
   const char* slash = strrchr(info.dli_fname, '/');
   size_t dir_length = slash ? (size_t)(slash - info.dli_fname) : 1;
-  if (snprintf(exec_dir, sizeof exec_dir, "%.*s/exec.d", (int)dir_length,
-               slash ? info.dli_fname : ".") >= (int)sizeof exec_dir)
+  if (snprintf(dir, size, "%.*s/exec.d", (int)dir_length, slash ? info.dli_fname : ".") >=
+      (int)size)
+    return -1;
+  return 0;
+}
+
+/* Opens exec.d, checks it, and registers one action per usable executable in it. */
+static void find_actions(exec_state* s) {
+  const pa_host* host = s->host;
+  char line[3 * PATH_MAX];
+  s->dir_fd = -1;
+  if (locate_exec_dir(host, s->dir, sizeof s->dir) != 0) {
+    log_line(host, PA_LOG_WARNING, "cannot tell where exec.d is, so no exec actions are served");
     return;
+  }
   /* A link named exec.d is followed like PROVISION_PLUGIN_DIR is: what counts is the folder it
    * leads to, and that is what is checked and kept open. */
-  int dir_fd = open(exec_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) {
     if (errno != ENOENT) {
-      print_to(line, sizeof line, "cannot open %s: %s, so no exec actions are served", exec_dir,
+      print_to(line, sizeof line, "cannot open %s: %s, so no exec actions are served", s->dir,
                strerror(errno));
-      note(line);
+      log_line(host, PA_LOG_WARNING, line);
     }
     return;
   }
@@ -155,14 +156,14 @@ static void find_actions(void) {
   int problem = fstat(dir_fd, &st) != 0;
   if (problem) {
     print_to(why, sizeof why, "cannot be checked: %s", strerror(errno));
-    print_to(fix, sizeof fix, "ls -ld %s", exec_dir);
+    print_to(fix, sizeof fix, "ls -ld %s", s->dir);
   } else {
-    problem = ownership_problem(&st, exec_dir, why, sizeof why, fix, sizeof fix);
+    problem = ownership_problem(&st, s->dir, why, sizeof why, fix, sizeof fix);
   }
   if (problem) {
-    print_to(line, sizeof line, "%s %s, so no exec actions are served from it; fix: %s", exec_dir,
+    print_to(line, sizeof line, "%s %s, so no exec actions are served from it; fix: %s", s->dir,
              why, fix);
-    note(line);
+    log_line(host, PA_LOG_WARNING, line);
     close(dir_fd);
     return;
   }
@@ -171,54 +172,44 @@ static void find_actions(void) {
   for (int i = 0; i < n; ++i) {
     const char* name = entries[i]->d_name;
     char path[PATH_MAX + EXEC_NAME_MAX + 2];
-    print_to(path, sizeof path, "%s/%s", exec_dir, name);
+    print_to(path, sizeof path, "%s/%s", s->dir, name);
     if (valid_action_name(name) && fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (S_ISLNK(st.st_mode)) {
         print_to(line, sizeof line,
                  "%s is a symbolic link, so the action \"%s\" is not served (exec runs only "
                  "regular files); fix: replace it with the file it points to",
                  path, name);
-        note(line);
+        log_line(host, PA_LOG_WARNING, line);
       } else if (S_ISREG(st.st_mode) && (st.st_mode & S_IXUSR)) {
         if (ownership_problem(&st, path, why, sizeof why, fix, sizeof fix)) {
           print_to(line, sizeof line, "%s %s, so the action \"%s\" is not served; fix: %s", path,
                    why, name, fix);
-          note(line);
-        } else if (count < EXEC_MAX_ACTIONS) {
-          print_to(action_names[count], sizeof action_names[count], "%s", name);
-          actions[count] = action_names[count];
-          ++count;
+          log_line(host, PA_LOG_WARNING, line);
+        } else {
+          /* Nothing is known about what a script does to keys: no properties. */
+          const pa_action action = {sizeof(pa_action),         name, NULL, 0,
+                                    "an executable in exec.d", {0}};
+          host->register_action(host->handle, &action);
         }
       }
     }
     free(entries[i]);
   }
   free(entries);
-  actions[count] = NULL;
-  found_dir_fd = dir_fd;
+  s->dir_fd = dir_fd;
 }
 
 static int exec_init(const pa_host* host, void** state) {
   exec_state* s = calloc(1, sizeof *s);
-  if (!s) return PA_ERR_FAILED;
+  if (!s) return PA_ERR_NO_MEMORY;
   s->host = host;
-  s->timeout_seconds = 30;
-  s->dir_fd = found_dir_fd;
-  found_dir_fd = -1;
-  const char* timeout = host->config_get("PROVISION_EXEC_TIMEOUT");
-  if (timeout && atoi(timeout) > 0) s->timeout_seconds = atoi(timeout);
-  for (char* line = discovery_notes; *line;) {
-    char* end = strchr(line, '\n');
-    if (end) *end = '\0';
-    host->log(NULL, PA_LOG_WARNING, line);
-    if (!end) break;
-    line = end + 1;
-  }
-  discovery_notes[0] = '\0';
+  /* Declared 1..3600 with a default: the host has validated it. */
+  s->timeout_seconds = atoi(host->option_get(host->handle, "TIMEOUT"));
+  find_actions(s);
   char message[PATH_MAX + 64];
-  print_to(message, sizeof message, "exec actions from %s, %d s time limit", exec_dir,
+  print_to(message, sizeof message, "exec actions from %s, %d s time limit", s->dir,
            s->timeout_seconds);
-  host->log(NULL, PA_LOG_INFO, message);
+  log_line(host, PA_LOG_INFO, message);
   *state = s;
   return PA_OK;
 }
@@ -473,11 +464,11 @@ static int open_executable(const exec_state* s, pa_call* call, const pa_request*
   const char* what = "its executable";
   struct stat st;
   int fd = -1;
-  print_to(path, sizeof path, "%s/%s", exec_dir, request->action);
+  print_to(path, sizeof path, "%s/%s", s->dir, request->action);
   if (fstat(s->dir_fd, &st) == 0 &&
-      ownership_problem(&st, exec_dir, why, sizeof why, fix, sizeof fix)) {
+      ownership_problem(&st, s->dir, why, sizeof why, fix, sizeof fix)) {
     what = "exec.d"; /* loosened since start */
-    print_to(path, sizeof path, "%s", exec_dir);
+    print_to(path, sizeof path, "%s", s->dir);
   } else if ((fd = openat(s->dir_fd, request->action,
                           O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0) {
     const int error = errno;
@@ -503,7 +494,7 @@ static int open_executable(const exec_state* s, pa_call* call, const pa_request*
   print_to(message, message_size, "%s not run: %s %s", request->action, what, why);
   char line[4 * PATH_MAX];
   print_to(line, sizeof line, "%s %s; fix: %s", path, why, fix);
-  s->host->log(call, PA_LOG_ERROR, line);
+  s->host->log(s->host->handle, call, PA_LOG_ERROR, line);
   return -1;
 }
 
@@ -526,11 +517,11 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
   const pa_host* host = s->host;
   char message[EXEC_OUTPUT_MAX + PATH_MAX + 256];
   char path[PATH_MAX + EXEC_NAME_MAX + 2];
-  print_to(path, sizeof path, "%s/%s", exec_dir, request->action);
+  print_to(path, sizeof path, "%s/%s", s->dir, request->action);
 
   int executable = open_executable(s, call, request, message, sizeof message);
   if (executable < 0) {
-    host->set_error(call, "plugin_failed", message);
+    host->set_error(host->handle, call, "plugin_failed", message);
     return PA_ERR_FAILED;
   }
   char magic[2] = {0, 0};
@@ -562,7 +553,7 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
     close_fd(&out[0]);
     close_fd(&out[1]);
     close_fd(&executable);
-    host->set_error(call, "plugin_failed", message);
+    host->set_error(host->handle, call, "plugin_failed", message);
     return PA_ERR_FAILED;
   }
   const run_plan plan = {in[0],     out[1], report_pipe[1], executable,
@@ -586,7 +577,7 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
     close_fd(&out[0]);
     close_fd(&report_pipe[0]);
     print_to(message, sizeof message, "cannot run %s: %s", request->action, strerror(fork_error));
-    host->set_error(call, "plugin_failed", message);
+    host->set_error(host->handle, call, "plugin_failed", message);
     return PA_ERR_FAILED;
   }
 
@@ -636,37 +627,37 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
 
   if (output_length > 0) {
     print_to(message, sizeof message, "%s said: %s", request->action, output);
-    host->log(call, PA_LOG_INFO, message);
+    host->log(host->handle, call, PA_LOG_INFO, message);
   }
   if (!reported) {
     print_to(message, sizeof message, "%s: its supervisor did not report and was killed",
              request->action);
-    host->log(call, PA_LOG_ERROR, message);
-    host->set_error(call, "plugin_failed", message);
+    host->log(host->handle, call, PA_LOG_ERROR, message);
+    host->set_error(host->handle, call, "plugin_failed", message);
     return PA_ERR_FAILED;
   }
   if (report.leftovers > 0 && !report.timed_out) { /* at the time limit, all of it is killed */
     print_to(message, sizeof message, "%s left %d process%s running; %s killed", request->action,
              report.leftovers, report.leftovers == 1 ? "" : "es",
              report.leftovers == 1 ? "it was" : "they were");
-    host->log(call, PA_LOG_WARNING, message);
+    host->log(host->handle, call, PA_LOG_WARNING, message);
   }
   if (report.cleanup_incomplete) {
     print_to(message, sizeof message, "%s left processes that did not die within %d ms",
              request->action, EXEC_CLEANUP_MS);
-    host->log(call, PA_LOG_ERROR, message);
+    host->log(host->handle, call, PA_LOG_ERROR, message);
   }
   if (report.exec_error) {
     print_to(message, sizeof message, "cannot run %s: %s", request->action,
              strerror(report.exec_error));
-    host->set_error(call, "plugin_failed", message);
+    host->set_error(host->handle, call, "plugin_failed", message);
     return PA_ERR_FAILED;
   }
   if (report.timed_out) {
     print_to(message, sizeof message, "%s did not finish within %d s and was killed",
              request->action, s->timeout_seconds);
-    host->set_error(call, "plugin_failed", message);
-    host->log(call, PA_LOG_WARNING, message);
+    host->set_error(host->handle, call, "plugin_failed", message);
+    host->log(host->handle, call, PA_LOG_WARNING, message);
     return PA_ERR_FAILED;
   }
   const int status = report.status;
@@ -677,16 +668,42 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
   else
     print_to(message, sizeof message, "%s was killed by signal %d", request->action,
              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  host->set_error(call, "plugin_failed", message);
+  host->set_error(host->handle, call, "plugin_failed", message);
   return PA_ERR_FAILED;
 }
 
-static const pa_plugin exec_plugin = {
-    PA_PLUGIN_ABI_VERSION, sizeof(pa_plugin), "exec", "1.0.0", actions, exec_init,
-    exec_handle,           exec_shutdown,     {0}};
+static const pa_option exec_timeout = {
+    sizeof(pa_option),
+    "TIMEOUT",
+    PA_OPTION_INT,
+    "30",
+    1,
+    3600,
+    NULL,
+    "seconds an exec action may run before it and everything it started are killed",
+    {0}};
+static const pa_option exec_dir_option = {
+    sizeof(pa_option),
+    "DIR",
+    PA_OPTION_PATH,
+    NULL,
+    0,
+    0,
+    NULL,
+    "the folder whose executables serve actions (default: exec.d in the plugin folder)",
+    {0}};
+static const pa_option* const exec_options[] = {&exec_timeout, &exec_dir_option, NULL};
 
-PA_PLUGIN_EXPORT const pa_plugin* pa_plugin_entry(uint32_t host_abi_version) {
-  if (host_abi_version != PA_PLUGIN_ABI_VERSION) return NULL;
-  find_actions();
-  return &exec_plugin;
-}
+static const pa_plugin exec_plugin = {sizeof(pa_plugin),
+                                      PA_PLUGIN_ABI_VERSION,
+                                      "exec",
+                                      "1.1.0",
+                                      "maps custom actions to executables in exec.d",
+                                      NULL, /* one action per executable, registered in init */
+                                      exec_options,
+                                      exec_init,
+                                      exec_handle,
+                                      exec_shutdown,
+                                      {0}};
+
+PA_PLUGIN_DEFINE(exec_plugin)

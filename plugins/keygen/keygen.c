@@ -10,29 +10,58 @@ static int keygen_init(const pa_host* host, void** state) {
 
 static int keygen_handle(void* state, pa_call* call, const pa_request* request) {
   const pa_host* host = (const pa_host*)state;
-  if (strcmp(request->action, "publish_key") == 0) return host->publish_key(call);
+  pa_host_handle* h = host->handle;
+  if (strcmp(request->action, "publish_key") == 0) return host->publish_key(h, call);
 
   if (strcmp(request->action, "update") == 0) {
-    int rc = host->key_generate(call, NULL, 1);
-    return rc != PA_OK ? rc : host->publish_key(call);
+    int rc = host->key_generate(h, call, NULL, 1);
+    return rc != PA_OK ? rc : host->publish_key(h, call);
   }
 
   /* generate_and_publish_key: idempotent unless forced. */
-  int exists = host->key_exists(call);
-  if (exists < 0) return -exists;
-  if (exists == 1 && !request->force) return host->publish_key(call);
+  int exists = 0;
+  int rc = host->key_exists(h, call, &exists);
+  if (rc != PA_OK) return rc;
+  if (exists && !request->force) return host->publish_key(h, call);
   /* A forced replacement keeps the old pair as the backup generation, like update. */
-  int rc = host->key_generate(call, NULL, exists == 1);
-  return rc != PA_OK ? rc : host->publish_key(call);
+  rc = host->key_generate(h, call, NULL, exists);
+  return rc != PA_OK ? rc : host->publish_key(h, call);
 }
 
-static const char* const keygen_actions[] = {"generate_and_publish_key", "update", "publish_key",
-                                             NULL};
+static const char* const generate_aliases[] = {"request", "generate", NULL};
+static const pa_action generate = {
+    sizeof(pa_action),
+    "generate_and_publish_key",
+    generate_aliases,
+    PA_ACTION_DESTRUCTIVE_FORCED | PA_ACTION_PUBLISHES_KEY,
+    "publish the device's key, generating a pair first if it has none (or force is true)",
+    {0}};
+static const char* const update_aliases[] = {"rotate", NULL};
+static const pa_action update = {
+    sizeof(pa_action),
+    "update",
+    update_aliases,
+    PA_ACTION_DESTRUCTIVE | PA_ACTION_PUBLISHES_KEY,
+    "generate a new pair, keep the previous one as the backup generation, publish the new key",
+    {0}};
+static const pa_action publish_key = {sizeof(pa_action),
+                                      "publish_key",
+                                      NULL,
+                                      PA_ACTION_PUBLISHES_KEY,
+                                      "publish the device's existing key (not_found if none)",
+                                      {0}};
+static const pa_action* const keygen_actions[] = {&generate, &update, &publish_key, NULL};
 
-static const pa_plugin keygen_plugin = {
-    PA_PLUGIN_ABI_VERSION, sizeof(pa_plugin), "keygen", "1.0.0", keygen_actions,
-    keygen_init,           keygen_handle,     NULL,     {0}};
+static const pa_plugin keygen_plugin = {sizeof(pa_plugin),
+                                        PA_PLUGIN_ABI_VERSION,
+                                        "keygen",
+                                        "1.1.0",
+                                        "generates, rotates and publishes device key pairs",
+                                        keygen_actions,
+                                        NULL,
+                                        keygen_init,
+                                        keygen_handle,
+                                        NULL,
+                                        {0}};
 
-PA_PLUGIN_EXPORT const pa_plugin* pa_plugin_entry(uint32_t host_abi_version) {
-  return host_abi_version == PA_PLUGIN_ABI_VERSION ? &keygen_plugin : NULL;
-}
+PA_PLUGIN_DEFINE(keygen_plugin)

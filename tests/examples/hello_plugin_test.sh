@@ -28,19 +28,28 @@ header=$(find "$root" -path '*/include/provision/plugin.h' | head -n1)
 prefix=${header%/include/provision/plugin.h}
 agent=$prefix/bin/provision-agent
 
-# 2. Build the example against the installed header only.
-configure=(-S "$source_dir/examples/hello-plugin" -B "$work/hello-build"
-           -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix")
-if [ -n "$toolchain" ]; then
-  # A cross toolchain searches only the target's folders; name the installed header directly.
-  configure+=(-DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPROVISION_INCLUDE_DIR="$prefix/include")
-  [ -z "$sysroot" ] || configure+=(-DPA_SYSROOT="$sysroot")
-fi
-cmake "${configure[@]}" >"$work/hello-configure.log" 2>&1 ||
-  { cat "$work/hello-configure.log"; fail "configure"; }
-cmake --build "$work/hello-build" >"$work/hello-build.log" 2>&1 ||
-  { cat "$work/hello-build.log"; fail "build"; }
-file -L "$work/hello-build/hello.so" "$agent" | sed 's/, BuildID.*//'
+# 2. Build the examples (C, and C++ through plugin.hpp) against the installed headers only.
+build_example() {  # folder, build folder
+  local configure=(-S "$source_dir/examples/$1" -B "$work/$2"
+                   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix")
+  if [ -n "$toolchain" ]; then
+    # A cross toolchain searches only the target's folders; name the installed header directly.
+    configure+=(-DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPROVISION_INCLUDE_DIR="$prefix/include")
+    [ -z "$sysroot" ] || configure+=(-DPA_SYSROOT="$sysroot")
+  fi
+  cmake "${configure[@]}" >"$work/$2-configure.log" 2>&1 ||
+    { cat "$work/$2-configure.log"; fail "configure $1"; }
+  cmake --build "$work/$2" >"$work/$2.log" 2>&1 || { cat "$work/$2.log"; fail "build $1"; }
+}
+build_example hello-plugin hello-build
+build_example hello-plugin-cpp hello-cpp-build
+file -L "$work/hello-build/hello.so" "$work/hello-cpp-build/hello_cpp.so" "$agent" |
+  sed 's/, BuildID.*//'
+# Only the entry point is exported.
+for so in "$work/hello-build/hello.so" "$work/hello-cpp-build/hello_cpp.so"; do
+  exports=$(nm -D --defined-only "$so" | awk '$2 == "T" {print $3}')
+  [ "$exports" = pa_plugin_describe ] || fail "$so exports: $exports"
+done
 
 # 3. A plugin folder with the installed plugins and the example.
 plugins=$work/plugins
@@ -50,7 +59,7 @@ for plugin in keygen revoke; do
   [ -n "$installed" ] || fail "the install has no $plugin.so"
   install -m 0644 "$installed" "$plugins/"
 done
-install -m 0644 "$work/hello-build/hello.so" "$plugins/"
+install -m 0644 "$work/hello-build/hello.so" "$work/hello-cpp-build/hello_cpp.so" "$plugins/"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])')
@@ -58,14 +67,18 @@ client_id=pa-hello-test-$$
 mkdir -m 0700 "$work/state"
 agent_env=(MQTT_HOST=127.0.0.1 MQTT_PORT="$port" MQTT_CLIENT_ID="$client_id"
            PROVISION_PLUGIN_DIR="$plugins" PROVISION_KEYS_DIR="$work/sensor_keys"
-           STATE_DIRECTORY="$work/state" HELLO_GREETING=greetings)
+           STATE_DIRECTORY="$work/state" PROVISION_PLUGIN_HELLO_GREETING=greetings)
 # exec: in "run_agent run &" the PID in $! is then the agent itself, stopped by the trap.
 run_agent() { exec env -i PATH=/usr/bin:/bin "${agent_env[@]}" "${emulator[@]}" "$agent" "$@"; }
 
 # 4. `provision-agent plugins` lists it with its action.
 listing=$(run_agent plugins 2>&1) || { echo "$listing"; fail "provision-agent plugins failed"; }
 echo "$listing"
-grep -q 'hello' <<<"$listing" || fail "the plugin listing does not show hello"
+grep -q 'loaded  hello 1.0.0.*: hello$' <<<"$listing" || fail "the plugin listing does not show hello"
+grep -q 'loaded  hello_cpp 1.0.0.*: hello_cpp$' <<<"$listing" ||
+  fail "the plugin listing does not show hello_cpp"
+grep -q 'option PROVISION_PLUGIN_HELLO_GREETING=greetings' <<<"$listing" ||
+  fail "the listing does not show the hello plugin's option"
 
 # 5. A request with action "hello" is answered ok through a real broker.
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto.conf"
@@ -89,10 +102,21 @@ response=$(mosquitto_rr -h 127.0.0.1 -p "$port" -q 1 -t provision/hello-dev/requ
            -e provision/hello-dev/response -W 60 \
            -m '{"action":"hello","request_id":"hello-1"}' 2>&1) || true
 echo "response: $response"
+cpp_ok=$(mosquitto_rr -h 127.0.0.1 -p "$port" -q 1 -t provision/cpp-dev/request \
+         -e provision/cpp-dev/response -W 60 -m '{"action":"hello_cpp","request_id":"cpp-1"}' 2>&1) || true
+echo "response: $cpp_ok"
+cpp_refused=$(mosquitto_rr -h 127.0.0.1 -p "$port" -q 1 -t provision/nobody/request \
+              -e provision/nobody/response -W 60 -m '{"action":"hello_cpp","request_id":"cpp-2"}' 2>&1) || true
+echo "response: $cpp_refused"
 kill -TERM "$agent_pid"
 wait "$agent_pid" || true
 grep -q '"status":"ok"' <<<"$response" || { cat "$work/agent.log"; fail "no ok response"; }
 grep -q '"action":"hello"' <<<"$response" || fail "the response is not for action hello"
 grep -q 'greetings, hello-dev' "$work/agent.log" ||
   { cat "$work/agent.log"; fail "the plugin did not log"; }
-echo "hello plugin: listed and served a request"
+grep -q '"status":"ok"' <<<"$cpp_ok" || { cat "$work/agent.log"; fail "no ok from hello_cpp"; }
+grep -q 'hello, cpp-dev' "$work/agent.log" || fail "the C++ plugin did not log"
+# The C++ exception became the response's error at the boundary.
+grep -q '"code":"invalid_request","message":"nobody is not greeted"' <<<"$cpp_refused" ||
+  fail "the C++ plugin's exception is not the response's error"
+echo "hello plugins (C and C++): listed and served requests"

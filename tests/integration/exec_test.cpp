@@ -1,5 +1,5 @@
 // The bundled exec plugin (SPEC section 6): executables in <plugin folder>/exec.d/ serve the
-// action of their name, get the request JSON on stdin, and are held to PROVISION_EXEC_TIMEOUT.
+// action of their name, get the request JSON on stdin, and are held to PROVISION_PLUGIN_EXEC_TIMEOUT.
 // Its checks are as strict as the loader's: a loose exec.d or executable is not used, the
 // executable is run from the descriptor it was checked on, its exit status ends the run, whatever
 // it started dies with it, and it starts with default signal handling.
@@ -125,8 +125,8 @@ class ExecPlugin : public ::testing::Test {
 TEST_F(ExecPlugin, ListsTheExecutablesAsActions) {
   fs::create_symlink(exec_d_ + "/record", exec_d_ + "/linked");
   const std::string output = plugins_listing();
-  EXPECT_NE(output.find("loaded  exec 1.0.0"), std::string::npos) << output;
-  EXPECT_NE(output.find(": fail, hang, native, record, slow\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("loaded  exec 1.1.0"), std::string::npos) << output;
+  EXPECT_NE(output.find(": fail; hang; native; record; slow\n"), std::string::npos) << output;
   EXPECT_EQ(output.find("bad-name"), std::string::npos) << output;
   EXPECT_EQ(output.find("not-executable"), std::string::npos) << output;
   // Left out with the reason and the fix, as the loader names a loose plugin.
@@ -147,7 +147,7 @@ TEST_F(ExecPlugin, AnExecFolderOthersCanWriteServesNoActions) {
   for (const auto& [mode, who] : {std::pair{0775, "group-writable"}, {0757, "world-writable"}}) {
     chmod(exec_d_.c_str(), static_cast<mode_t>(mode));
     const std::string output = plugins_listing();
-    EXPECT_NE(output.find("exec 1.0.0 (" + (plugins_ / "exec.so").string() +
+    EXPECT_NE(output.find("exec 1.1.0 (" + (plugins_ / "exec.so").string() +
                           "): (no actions configured)"),
               std::string::npos)
         << output;
@@ -179,7 +179,7 @@ TEST_F(ExecPlugin, AnExecFolderOrExecutableOwnedByAnotherUserIsNotUsed) {
   const std::string record = exec_d_ + "/record";
   ASSERT_TRUE(change_owner(record, kOtherUid)) << "needs root or passwordless sudo";
   std::string output = plugins_listing();
-  EXPECT_NE(output.find(": fail, hang, native, slow\n"), std::string::npos) << output;
+  EXPECT_NE(output.find(": fail; hang; native; slow\n"), std::string::npos) << output;
   EXPECT_NE(output.find(fmt::format("{0} is owned by uid {1}, not {2}, so the action \"record\" "
                                     "is not served; fix: chown {2} {0}",
                                     record, kOtherUid, geteuid())),
@@ -202,7 +202,7 @@ TEST_F(ExecPlugin, RunsTheActionWithTheRequestOnStdinAndHoldsItToTheTimeLimit) {
   Broker broker;
   auto observer = make_observer(broker.port());
   Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_EXEC_TIMEOUT", "1"}});
+              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
@@ -320,7 +320,7 @@ TEST_F(ExecPlugin, TheExitStatusEndsTheRunNotTheEndOfItsOutput) {
   Broker broker;
   auto observer = make_observer(broker.port());
   Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_EXEC_TIMEOUT", "5"}});
+              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "5"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
@@ -350,7 +350,7 @@ TEST_F(ExecPlugin, ChildrenThatLeftTheProcessGroupAreKilledWithIt) {
   Broker broker;
   auto observer = make_observer(broker.port());
   Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_EXEC_TIMEOUT", "1"}});
+              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "config.hpp"
@@ -20,13 +21,20 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A plugin folder holding copies of the named fixture plugins (tests/fixtures).
+// A plugin folder holding copies of the named fixture plugins (tests/fixtures); a path given as
+// "source=name.so" is copied under that name (plugins load in name order).
 std::string plugin_folder(const test::TempDir& dir, const std::vector<std::string>& paths) {
   const fs::path folder = fs::path(dir.path()) / "plugins";
   fs::create_directory(folder);
   fs::permissions(folder, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                               fs::perms::others_read | fs::perms::others_exec);
-  for (const auto& path : paths) fs::copy_file(path, folder / fs::path(path).filename());
+  for (const auto& path : paths) {
+    const auto equals = path.find('=');
+    const fs::path source = path.substr(0, equals);
+    const fs::path name =
+        equals == std::string::npos ? source.filename() : fs::path(path.substr(equals + 1));
+    fs::copy_file(source, folder / name);
+  }
   return folder.string();
 }
 
@@ -57,31 +65,143 @@ struct HostFixture {
     services.config = &config;
     services.store = &*store;
     services.agent_id = config.mqtt_client_id;
-    services.publish = [this](const std::string& topic, const std::string& payload, bool retain) {
+    services.publish = [this](const std::string& topic, const std::string& payload,
+                              bool retain) -> std::optional<int> {
       std::lock_guard<std::mutex> lock(mutex);
       published.push_back({topic, payload, retain});
-      return true;
+      return static_cast<int>(published.size());
     };
   }
-  const pa_host* host() { return host_table(services); }
+  plugin::PluginSet load(const std::string& folder) {
+    config.plugin_dir = folder;
+    return plugin::PluginSet::load(config, services);
+  }
+  plugin::PluginSet load(const std::vector<std::string>& paths) {
+    return load(plugin_folder(dir, paths));
+  }
 };
 
-TEST(PluginLoader, LoadsAGoodPlugin) {
+std::string load_error(HostFixture& f, const std::vector<std::string>& paths) {
+  try {
+    f.load(paths);
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+TEST(PluginLoader, LoadsAGoodPluginWithItsActionsAndOptions) {
   HostFixture f;
-  auto set = plugin::PluginSet::load(plugin_folder(f.dir, {fixture("good")}), f.host());
+  auto set = f.load(std::vector<std::string>{fixture("good")});
   ASSERT_EQ(set.plugins().size(), 1u);
   EXPECT_TRUE(set.skipped().empty());
   const plugin::Plugin* plugin = set.find("fixture_action");
   ASSERT_NE(plugin, nullptr);
   EXPECT_EQ(plugin->name, "fixture");
   EXPECT_EQ(plugin->version, "0.0.1");
-  EXPECT_EQ(plugin->actions, std::vector<std::string>{"fixture_action"});
+  EXPECT_EQ(plugin->description, "loader test fixture");
+  ASSERT_EQ(plugin->actions.size(), 1u);
+  EXPECT_EQ(plugin->actions[0].aliases, std::vector<std::string>{"fixture_alias"});
+  EXPECT_TRUE(plugin->actions[0].publishes_key());
+  EXPECT_FALSE(plugin->actions[0].destructive(true));
+  // Aliases resolve through the plugins' table; unknown names pass unchanged.
+  EXPECT_EQ(set.canonical("fixture_alias"), "fixture_action");
+  EXPECT_EQ(set.canonical("nothing"), "nothing");
+  EXPECT_EQ(set.action("fixture_alias"), &plugin->actions[0]);
   EXPECT_EQ(set.find(kActionGenerate), nullptr);
+  // Declared options with their defaults, under PROVISION_PLUGIN_FIXTURE_*.
+  ASSERT_EQ(plugin->options.size(), 3u);
+  EXPECT_EQ(plugin->options[0].variable, "PROVISION_PLUGIN_FIXTURE_LEVEL");
+  EXPECT_EQ(plugin->option_values.at("LEVEL"), "low");
+  EXPECT_EQ(plugin->option_values.at("COUNT"), "3");
+  EXPECT_EQ(plugin->option_values.at("ENABLED"), "true");
+  EXPECT_EQ(plugin::option_variable("my-plugin", "X"), "PROVISION_PLUGIN_MY_PLUGIN_X");
+}
+
+TEST(PluginLoader, OptionsComeFromTheConfigurationAndAreValidated) {
+  HostFixture f;
+  f.config.plugin_entries["PROVISION_PLUGIN_FIXTURE_LEVEL"] = {"high", ConfigSource::env_file,
+                                                               true};
+  f.config.plugin_entries["PROVISION_PLUGIN_FIXTURE_ENABLED"] = {"off", ConfigSource::environment,
+                                                                 true};
+  auto set = f.load(std::vector<std::string>{fixture("good")});
+  ASSERT_EQ(set.plugins().size(), 1u);
+  const plugin::Plugin& plugin = *set.plugins()[0];
+  EXPECT_EQ(plugin.option_values.at("LEVEL"), "high");
+  EXPECT_EQ(plugin.option_values.at("ENABLED"), "false");
+  // The plugin reads them through its own handle.
+  EXPECT_STREQ(plugin.host->table()->option_get(plugin.host->table()->handle, "LEVEL"), "high");
+  EXPECT_EQ(plugin.host->table()->option_get(plugin.host->table()->handle, "NONE"), nullptr);
+
+  // A bad value stops start-up naming the variable and the value (exit 78).
+  for (const auto& [name, value, expected] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"PROVISION_PLUGIN_FIXTURE_COUNT", "11", "expected an integer 1..10"},
+           {"PROVISION_PLUGIN_FIXTURE_COUNT", "two", "expected an integer 1..10"},
+           {"PROVISION_PLUGIN_FIXTURE_LEVEL", "medium", "expected one of low, high"},
+           {"PROVISION_PLUGIN_FIXTURE_ENABLED", "maybe", "expected true/false"}}) {
+    HostFixture bad;
+    bad.config.plugin_entries[name] = {value, ConfigSource::environment, true};
+    const std::string error = load_error(bad, {fixture("good")});
+    EXPECT_NE(error.find("invalid " + name + "=\"" + value + "\": " + expected), std::string::npos)
+        << error;
+  }
+  // A plugin whose own default breaks its own range is refused too, saying so.
+  HostFixture defaults;
+  const std::string error = load_error(defaults, {fixture("bad_default")});
+  EXPECT_NE(error.find("PROVISION_PLUGIN_FIXTURE_COUNT=\"99\""), std::string::npos) << error;
+  EXPECT_NE(error.find("the plugin's own default"), std::string::npos) << error;
+}
+
+TEST(PluginLoader, ActionsRegisteredInInitJoinTheTable) {
+  HostFixture f;
+  auto set = f.load(std::vector<std::string>{fixture("registers"), PA_KEYGEN_PLUGIN});
+  ASSERT_EQ(set.plugins().size(), 2u);
+  const plugin::ActionSpec* found = set.action("found_at_init");
+  ASSERT_NE(found, nullptr);
+  EXPECT_TRUE(found->destructive(false));
+  EXPECT_EQ(set.find("found_at_init")->name, "fixture");
+  // describe() reads descriptors without init(): only the declared actions.
+  auto described = plugin::PluginSet::describe(f.config);
+  EXPECT_EQ(described.action("found_at_init"), nullptr);
+  EXPECT_NE(described.action("fixture_action"), nullptr);
+  EXPECT_FALSE(described.plugins()[0]->initialised);
+}
+
+TEST(PluginLoader, RegisteringOutsideInitIsRefused) {
+  HostFixture f;
+  auto set = f.load(std::vector<std::string>{fixture("registers")});
+  ASSERT_EQ(set.plugins().size(), 1u);
+  const plugin::Plugin& plugin = *set.plugins()[0];
+  Request request;
+  request.device_id = "pH01";
+  request.action = "found_at_init";
+  request.json = "{}";
+  pa_call call;
+  call.services = &f.services;
+  call.request = &request;
+  prepare_call(call, "ec-p256");
+  ASSERT_EQ(plugin.descriptor->handle(plugin.state, &call, &call.c_request), PA_OK);
+  auto status =
+      reinterpret_cast<int (*)()>(plugin.library.symbol("fixture_register_status_in_handle"));
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(status(), PA_ERR_UNSUPPORTED);
+  EXPECT_EQ(set.action("too_late"), nullptr);
+}
+
+TEST(PluginLoader, ARegisteredActionAnotherPluginServesStopsStartUpNamingBoth) {
+  HostFixture f;
+  // keygen loads first (name order), then the fixture registers "update" in its init().
+  const std::string error =
+      load_error(f, {PA_KEYGEN_PLUGIN, fixture("registers_taken") + "=z_fixture.so"});
+  EXPECT_NE(error.find("keygen.so"), std::string::npos) << error;
+  EXPECT_NE(error.find("z_fixture.so"), std::string::npos) << error;
+  EXPECT_NE(error.find("\"update\""), std::string::npos) << error;
 }
 
 TEST(PluginLoader, SkipsWrongAbiVersionWithAClearReason) {
   HostFixture f;
-  auto set = plugin::PluginSet::load(plugin_folder(f.dir, {fixture("wrong_abi")}), f.host());
+  auto set = f.load(std::vector<std::string>{fixture("wrong_abi")});
   EXPECT_TRUE(set.plugins().empty());
   ASSERT_EQ(set.skipped().size(), 1u);
   EXPECT_NE(set.skipped()[0].path.find("fixture_wrong_abi.so"), std::string::npos);
@@ -91,29 +211,49 @@ TEST(PluginLoader, SkipsWrongAbiVersionWithAClearReason) {
 
 TEST(PluginLoader, SkipsAMissingEntrySymbol) {
   HostFixture f;
-  auto set = plugin::PluginSet::load(plugin_folder(f.dir, {fixture("missing_symbol")}), f.host());
+  auto set = f.load(std::vector<std::string>{fixture("missing_symbol")});
   EXPECT_TRUE(set.plugins().empty());
   ASSERT_EQ(set.skipped().size(), 1u);
-  EXPECT_NE(set.skipped()[0].reason.find("missing symbol pa_plugin_entry"), std::string::npos)
+  EXPECT_NE(set.skipped()[0].reason.find("missing symbol pa_plugin_describe"), std::string::npos)
       << set.skipped()[0].reason;
 }
 
-TEST(PluginLoader, SkipsAFailingInit) {
+TEST(PluginLoader, SaysWhenAPluginWasBuiltAgainstThePreReleaseHeader) {
   HostFixture f;
-  auto set = plugin::PluginSet::load(
-      plugin_folder(f.dir, {fixture("failing_init"), PA_KEYGEN_PLUGIN}), f.host());
+  auto set = f.load(std::vector<std::string>{fixture("pre_release")});
+  EXPECT_TRUE(set.plugins().empty());
+  ASSERT_EQ(set.skipped().size(), 1u);
+  EXPECT_NE(set.skipped()[0].reason.find("pre-release plugin ABI"), std::string::npos)
+      << set.skipped()[0].reason;
+  EXPECT_NE(set.skipped()[0].reason.find("rebuild it"), std::string::npos);
+}
+
+TEST(PluginLoader, SkipsAFailingInitNamingTheStatus) {
+  HostFixture f;
+  auto set = f.load(std::vector<std::string>{fixture("failing_init"), PA_KEYGEN_PLUGIN});
   ASSERT_EQ(set.plugins().size(), 1u);  // keygen still loads
   EXPECT_EQ(set.plugins()[0]->name, "keygen");
   ASSERT_EQ(set.skipped().size(), 1u);
-  EXPECT_NE(set.skipped()[0].reason.find("init failed"), std::string::npos);
+  EXPECT_NE(set.skipped()[0].reason.find("init failed with PA_ERR_FAILED (6)"), std::string::npos)
+      << set.skipped()[0].reason;
   EXPECT_EQ(set.find("fixture_action"), nullptr);
+}
+
+TEST(PluginStatus, EveryStatusHasAName) {
+  EXPECT_STREQ(pa_status_name(PA_OK), "PA_OK");
+  EXPECT_STREQ(pa_status_name(PA_ERR_STORAGE), "PA_ERR_STORAGE");
+  EXPECT_STREQ(pa_status_name(PA_ERR_QUOTA), "PA_ERR_QUOTA");
+  EXPECT_STREQ(pa_status_name(PA_ERR_NO_MEMORY), "PA_ERR_NO_MEMORY");
+  EXPECT_STREQ(pa_status_name(42), "PA_ERR_UNKNOWN");
+  EXPECT_EQ(error_code_for_status(PA_ERR_QUOTA), ErrorCode::quota_exceeded);
+  EXPECT_EQ(error_code_for_status(PA_ERR_NOT_FOUND), ErrorCode::not_found);
 }
 
 TEST(PluginLoader, SkipsAFileThatIsNotAPlugin) {
   HostFixture f;
   const std::string folder = plugin_folder(f.dir, {});
   test::write_file(folder + "/notes.so", "not an ELF file", 0644);
-  auto set = plugin::PluginSet::load(folder, f.host());
+  auto set = f.load(folder);
   ASSERT_EQ(set.skipped().size(), 1u);
   EXPECT_NE(set.skipped()[0].reason.find("cannot load"), std::string::npos);
 }
@@ -122,7 +262,7 @@ TEST(PluginLoader, DuplicateActionStopsStartUpNamingBoth) {
   HostFixture f;
   const std::string folder = plugin_folder(f.dir, {fixture("good"), fixture("duplicate")});
   try {
-    plugin::PluginSet::load(folder, f.host());
+    f.load(folder);
     FAIL() << "a duplicate action must stop start-up";
   } catch (const ConfigError& error) {
     const std::string what = error.what();
@@ -136,14 +276,14 @@ TEST(PluginLoader, RefusesLoosePermissions) {
   HostFixture f;
   const std::string folder = plugin_folder(f.dir, {fixture("good"), PA_KEYGEN_PLUGIN});
   ASSERT_EQ(chmod((folder + "/fixture_good.so").c_str(), 0666), 0);
-  auto set = plugin::PluginSet::load(folder, f.host());
+  auto set = f.load(folder);
   ASSERT_EQ(set.skipped().size(), 1u);
   EXPECT_NE(set.skipped()[0].reason.find("chmod"), std::string::npos) << set.skipped()[0].reason;
   EXPECT_EQ(set.plugins().size(), 1u);
 
   ASSERT_EQ(chmod(folder.c_str(), 0777), 0);
   try {
-    plugin::PluginSet::load(folder, f.host());
+    f.load(folder);
     FAIL() << "a world-writable plugin folder must be refused";
   } catch (const ConfigError& error) {
     EXPECT_NE(std::string(error.what()).find("PROVISION_PLUGIN_DIR"), std::string::npos);
@@ -153,15 +293,14 @@ TEST(PluginLoader, RefusesLoosePermissions) {
 
 TEST(PluginLoader, MissingFolderIsAConfigError) {
   HostFixture f;
-  EXPECT_THROW(plugin::PluginSet::load(f.dir.file("nowhere"), f.host()), ConfigError);
+  EXPECT_THROW(f.load(f.dir.file("nowhere")), ConfigError);
 }
 
 // The bundled plugins through the real host table.
 class BundledPlugins : public ::testing::Test {
  protected:
   void SetUp() override {
-    set_ = plugin::PluginSet::load(plugin_folder(f_.dir, {PA_KEYGEN_PLUGIN, PA_REVOKE_PLUGIN}),
-                                   f_.host());
+    set_ = f_.load(std::vector<std::string>{PA_KEYGEN_PLUGIN, PA_REVOKE_PLUGIN});
   }
 
   // Runs one action through the plugin that serves it; returns the status and the call.
@@ -199,7 +338,14 @@ class BundledPlugins : public ::testing::Test {
 TEST_F(BundledPlugins, ServeTheSpecActions) {
   EXPECT_NE(set_.find(kActionGenerate), nullptr);
   EXPECT_NE(set_.find(kActionUpdate), nullptr);
-  EXPECT_NE(set_.find(kActionPublishKey), nullptr);
+  EXPECT_NE(set_.find("publish_key"), nullptr);
+  // Their properties come from their descriptors, not from the core.
+  EXPECT_TRUE(set_.action("rotate")->destructive(false));
+  EXPECT_TRUE(set_.action("delete")->destructive(false));
+  EXPECT_FALSE(set_.action("generate")->destructive(false));
+  EXPECT_TRUE(set_.action("generate")->destructive(true));
+  EXPECT_TRUE(set_.action("publish_key")->publishes_key());
+  EXPECT_FALSE(set_.action("delete")->publishes_key());
   EXPECT_NE(set_.find(kActionDelete), nullptr);
   EXPECT_EQ(set_.find(kActionGenerate)->name, "keygen");
   EXPECT_EQ(set_.find(kActionDelete)->name, "revoke");
@@ -257,7 +403,7 @@ TEST_F(BundledPlugins, UpdateKeepsOneBackupAndDeleteClearsTheRetainedKey) {
 
 TEST_F(BundledPlugins, PublishKeyWithoutKeysIsNotFound) {
   pa_call call;
-  EXPECT_EQ(run(request(kActionPublishKey), call), PA_ERR_NOT_FOUND);
+  EXPECT_EQ(run(request("publish_key"), call), PA_ERR_NOT_FOUND);
   ASSERT_TRUE(call.error);
   EXPECT_EQ(call.error->code, ErrorCode::not_found);
   EXPECT_TRUE(f_.published.empty());
@@ -266,11 +412,11 @@ TEST_F(BundledPlugins, PublishKeyWithoutKeysIsNotFound) {
 TEST_F(BundledPlugins, ConfigLookupHidesSecrets) {
   f_.config.entries["MQTT_HOST"] = {"broker.example", ConfigSource::environment, true};
   f_.config.entries["MQTT_PASSWORD"] = {"s3cret", ConfigSource::environment, true};
-  const pa_host* host = f_.host();
-  ASSERT_NE(host->config_get("MQTT_HOST"), nullptr);
-  EXPECT_STREQ(host->config_get("MQTT_HOST"), "broker.example");
-  EXPECT_EQ(host->config_get("MQTT_PASSWORD"), nullptr);
-  EXPECT_EQ(host->config_get("NO_SUCH_VARIABLE"), nullptr);
+  const pa_host* host = set_.plugins()[0]->host->table();
+  ASSERT_NE(host->config_get(host->handle, "MQTT_HOST"), nullptr);
+  EXPECT_STREQ(host->config_get(host->handle, "MQTT_HOST"), "broker.example");
+  EXPECT_EQ(host->config_get(host->handle, "MQTT_PASSWORD"), nullptr);
+  EXPECT_EQ(host->config_get(host->handle, "NO_SUCH_VARIABLE"), nullptr);
 }
 
 }  // namespace

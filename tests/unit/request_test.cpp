@@ -27,8 +27,15 @@ std::variant<std::string, RequestError> refuse(const Envelope&, const std::strin
   return RequestError{ErrorCode::decrypt_failed, "no key decrypts this envelope"};
 }
 
+// The alias table the plugins give (keygen's aliases): the decoder knows no action names.
+std::string aliases(std::string_view name) {
+  if (name == "request" || name == "generate") return kActionGenerate;
+  if (name == "rotate") return kActionUpdate;
+  return std::string(name);
+}
+
 Decoded decode(const InboundMessage& m, std::size_t max_payload = 65536) {
-  return decode_request(m, max_payload, refuse);
+  return decode_request(m, max_payload, refuse, aliases);
 }
 
 ErrorCode error_of(const Decoded& d) {
@@ -74,7 +81,7 @@ TEST(RequestDecode, DefaultsAndAliases) {
   EXPECT_EQ(decode(message("{}")).request->action, kActionGenerate);
   EXPECT_EQ(decode(message(R"({"action":"request"})")).request->action, kActionGenerate);
   EXPECT_EQ(decode(message(R"({"action":"rotate"})")).request->action, kActionUpdate);
-  EXPECT_EQ(decode(message(R"({"action":"publish_key"})")).request->action, kActionPublishKey);
+  EXPECT_EQ(decode(message(R"({"action":"publish_key"})")).request->action, "publish_key");
   // Custom actions pass through for plugins such as exec; the dispatcher answers unknown_action.
   EXPECT_EQ(decode(message(R"({"action":"reboot_sensor"})")).request->action, "reboot_sensor");
   EXPECT_FALSE(decode(message(R"({"user_id":null})")).request->user_id);
@@ -154,7 +161,7 @@ TEST(RequestDecode, DecryptedPlaintextIsDecodedLikePlaintext) {
   };
   auto d = decode_request(
       message(R"({"session_key":"a","nonce":"b","tag":"c","ciphertext":"d","mode":"GCM"})"), 65536,
-      accept);
+      accept, aliases);
   ASSERT_TRUE(d.request);
   EXPECT_TRUE(d.request->encrypted);
   EXPECT_EQ(d.request->action, kActionUpdate);
@@ -163,8 +170,9 @@ TEST(RequestDecode, DecryptedPlaintextIsDecodedLikePlaintext) {
   auto not_json = [](const Envelope&, const std::string&) {
     return std::variant<std::string, RequestError>(std::string("garbage"));
   };
-  auto bad = decode_request(
-      message(R"({"session_key":"a","nonce":"b","tag":"c","ciphertext":"d"})"), 65536, not_json);
+  auto bad =
+      decode_request(message(R"({"session_key":"a","nonce":"b","tag":"c","ciphertext":"d"})"),
+                     65536, not_json, aliases);
   EXPECT_EQ(error_of(bad), ErrorCode::invalid_json);
 }
 
@@ -237,7 +245,7 @@ TEST(RequestHostile, DuplicateMemberNamesAreRefused) {
     return std::variant<std::string, RequestError>(std::string(R"({"user_id":"5","user_id":"6"})"));
   };
   auto d = decode_request(message(R"({"session_key":"a","nonce":"b","tag":"c","ciphertext":"d"})"),
-                          65536, twice);
+                          65536, twice, aliases);
   EXPECT_EQ(error_of(d), ErrorCode::invalid_request);
   // The same name in different objects is fine.
   EXPECT_TRUE(decode(message(R"({"a":{"k":1},"b":{"k":2}})")).request);
