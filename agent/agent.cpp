@@ -8,12 +8,13 @@
 #include <system_error>
 #include <vector>
 
-#include "json_writer.hpp"
+#include "base/json_writer.hpp"
+#include "base/log.hpp"
+#include "base/text.hpp"
+#include "base/time.hpp"
 #include "keystore/errors.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/permissions.hpp"
-#include "log.hpp"
-#include "text.hpp"
 
 namespace pa {
 namespace {

@@ -8,20 +8,20 @@
 #include <string>
 #include <vector>
 
-#include "ack_tracker.hpp"
-#include "agent_key.hpp"
-#include "config.hpp"
-#include "envelope.hpp"
-#include "host.hpp"
+#include "config/config.hpp"
+#include "dispatch/ack_tracker.hpp"
+#include "dispatch/host.hpp"
+#include "dispatch/plugin_loader.hpp"
+#include "dispatch/worker_pool.hpp"
+#include "intake/agent_key.hpp"
+#include "intake/envelope.hpp"
+#include "intake/ledger.hpp"
+#include "intake/request.hpp"
+#include "intake/spool.hpp"
 #include "keystore/instance_lock.hpp"
 #include "keystore/key_store.hpp"
-#include "ledger.hpp"
-#include "mqtt_session.hpp"
-#include "plugin_loader.hpp"
-#include "request.hpp"
+#include "mqtt/session.hpp"
 #include "service_notify.hpp"
-#include "spool.hpp"
-#include "worker_pool.hpp"
 
 namespace pa {
 

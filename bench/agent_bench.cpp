@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "bench.hpp"
-#include "envelope.hpp"
+#include "intake/envelope.hpp"
 #include "test_support.hpp"
 
 namespace pa::bench {

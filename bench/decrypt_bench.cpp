@@ -7,7 +7,7 @@
 #include <string>
 
 #include "bench.hpp"
-#include "envelope.hpp"
+#include "intake/envelope.hpp"
 #include "keystore/key_pair.hpp"
 
 namespace pa::bench {

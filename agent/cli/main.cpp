@@ -9,12 +9,12 @@
 #include <map>
 
 #include "agent.hpp"
-#include "config.hpp"
-#include "host.hpp"
-#include "log.hpp"
-#include "operator_commands.hpp"
-#include "plugin_loader.hpp"
-#include "send.hpp"
+#include "base/log.hpp"
+#include "cli/operator_commands.hpp"
+#include "cli/send.hpp"
+#include "config/config.hpp"
+#include "dispatch/host.hpp"
+#include "dispatch/plugin_loader.hpp"
 
 namespace {
 

@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "agent_harness.hpp"
+#include "base/time.hpp"
 #include "keystore/key_pair.hpp"
 #include "keystore/key_store.hpp"
-#include "operator_commands.hpp"
 
 namespace pa::test {
 namespace {

@@ -7,9 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "agent_key.hpp"
-#include "config.hpp"
-#include "envelope.hpp"
+#include "config/config.hpp"
+#include "intake/agent_key.hpp"
+#include "intake/envelope.hpp"
 #include "keystore/key_pair.hpp"
 #include "test_support.hpp"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/config.hpp"
+#include "config/config.hpp"
 #include "test_support.hpp"
 
 namespace {

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/config.hpp"
-#include "agent/env_file.hpp"
+#include "config/config.hpp"
+#include "config/env_file.hpp"
 #include "test_support.hpp"
 
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "envelope.hpp"
+#include "intake/envelope.hpp"
 #include "keystore/key_pair.hpp"
 #include "test_support.hpp"
 

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "ledger.hpp"
+#include "intake/ledger.hpp"
 #include "test_support.hpp"
 
 namespace pa {

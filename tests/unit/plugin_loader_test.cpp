@@ -11,9 +11,9 @@
 #include <tuple>
 #include <vector>
 
-#include "config.hpp"
-#include "host.hpp"
-#include "plugin_loader.hpp"
+#include "config/config.hpp"
+#include "dispatch/host.hpp"
+#include "dispatch/plugin_loader.hpp"
 #include "test_support.hpp"
 
 namespace pa {

@@ -5,7 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "request.hpp"
+#include "base/time.hpp"
+#include "intake/request.hpp"
 
 namespace pa {
 namespace {

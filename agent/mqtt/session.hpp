@@ -1,0 +1,151 @@
+#pragma once
+// The broker connection (SPEC section 3) over libmosquitto: a persistent session (clean session
+// off, stable client id), QoS 1, TLS, credentials, a will plus the retained online status, and
+// reconnection with exponential back-off and jitter (1 s doubling to 60 s). The event loop runs
+// on the thread that calls run(); callbacks run there too and must only decode and enqueue.
+#include <mosquitto.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+#include "intake/request.hpp"
+
+namespace pa::mqtt {
+
+// Move-only owner of a mosquitto client handle.
+struct MosquittoDeleter {
+  void operator()(mosquitto* handle) const noexcept { mosquitto_destroy(handle); }
+};
+using MosquittoHandle = std::unique_ptr<mosquitto, MosquittoDeleter>;
+
+// Owner of a libmosquitto property list (MQTT 5).
+struct PropertyDeleter {
+  void operator()(mosquitto_property* list) const noexcept { mosquitto_property_free_all(&list); }
+};
+using PropertyList = std::unique_ptr<mosquitto_property, PropertyDeleter>;
+
+// Owner of a private temporary file (mkstemp, mode 0600), unlinked on destruction.
+class TemporaryFile {
+ public:
+  TemporaryFile() noexcept = default;
+  // Writes `data` to a new file named from `pattern` (ending in "XXXXXX", as mkstemp wants).
+  // Throws std::system_error (and removes the file) when it cannot be created or written.
+  TemporaryFile(std::string pattern, std::string_view data);
+  TemporaryFile(TemporaryFile&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+  TemporaryFile& operator=(TemporaryFile&& other) noexcept;
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+  ~TemporaryFile();
+
+  const std::string& path() const noexcept { return path_; }  // empty when there is no file
+
+ private:
+  std::string path_;
+};
+
+// A connection setting libmosquitto refused (or the inline CA that could not be written). what()
+// is the agent's one-line message; `setting` and `rc` let a caller word it its own way.
+struct ConnectionSettingError : ConfigError {
+  enum class Setting { credentials, inline_ca, tls_files };
+  ConnectionSettingError(Setting which, int code, const std::string& message)
+      : ConfigError(message), setting(which), rc(code) {}
+  Setting setting;
+  int rc;  // libmosquitto's return code; MOSQ_ERR_SUCCESS for the inline CA
+};
+
+// Applies the broker credentials (MQTT_USER/MQTT_PASSWORD) and, with MQTT_USE_TLS, the TLS
+// settings to `client`: the CA from MQTT_CA_CERTS, else the broker-config JSON's inline caCert
+// written to a private temporary file, else the OS certificate store; the client certificate and
+// key; MQTT_TLS_INSECURE. Returns the owner of that temporary file (empty without one): keep it
+// as long as the client may connect, since libmosquitto reads the CA file when it connects.
+// Throws ConnectionSettingError.
+[[nodiscard]] TemporaryFile apply_connection_settings(mosquitto* client, const Config& config);
+
+// Where a reply goes besides P/D/response: the MQTT 5 Response Topic and Correlation Data.
+struct ReplyTo {
+  std::string topic;
+  std::string correlation_data;
+};
+
+class Session {
+ public:
+  struct Handlers {
+    // Network thread: spool + enqueue only. A payload over `max_payload` bytes is not copied
+    // (message.payload stays empty, message.payload_bytes says how big it was).
+    std::function<void(InboundMessage&&)> on_request;
+    std::function<void(int mid)> on_published;  // network thread: the broker acknowledged `mid`
+    std::function<void()> on_subscribed;        // subscriptions and the online status acknowledged
+    std::function<void()> on_tick;              // each loop turn (watchdog, status)
+  };
+
+  // Sets up the client, TLS and will. Throws ConfigError for settings libmosquitto refuses.
+  Session(const Config& config, std::string status_topic, std::string online_payload,
+          Handlers handlers);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();
+
+  // Runs the event loop until `stop` becomes true; never fails on broker trouble.
+  void run(const std::atomic<bool>& stop);
+
+  // Thread-safe. QoS 1 messages are kept by libmosquitto across reconnects. Returns the message
+  // id (whose acknowledgement on_published reports), or nullopt when the client refused it.
+  std::optional<int> publish(const std::string& topic, const std::string& payload, bool retain,
+                             const ReplyTo* reply = nullptr);
+
+  // Publishes the offline status and disconnects, flushing for at most `timeout`.
+  void close(std::chrono::milliseconds timeout);
+
+  bool connected() const noexcept { return connected_; }
+  std::string state_text() const;
+
+ private:
+  static void on_connect(mosquitto*, void* self, int rc, int flags, const mosquitto_property*);
+  static void on_disconnect(mosquitto*, void* self, int rc, const mosquitto_property*);
+  static void on_subscribe(mosquitto*, void* self, int mid, int count, const int* granted,
+                           const mosquitto_property*);
+  static void on_message(mosquitto*, void* self, const mosquitto_message* message,
+                         const mosquitto_property* props);
+  static void on_publish(mosquitto*, void* self, int mid, int reason, const mosquitto_property*);
+  static void on_log(mosquitto*, void* self, int level, const char* text);
+
+  void start_connect();
+  void finish_connect();
+  void schedule_retry(const std::string& cause);
+  void note_state(const std::string& state);
+
+  const Config& config_;
+  std::string status_topic_;
+  std::string online_payload_;
+  Handlers handlers_;
+  MosquittoHandle client_;
+  TemporaryFile inline_ca_;  // the broker-config JSON's inline CA, written to a private file
+  std::atomic<bool> connected_{false};
+  bool socket_open_ = false;
+  // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,
+  // STATUS=, WATCHDOG=1) while the broker's name does not resolve or its SYNs are dropped.
+  std::thread connector_;
+  std::atomic<bool> connect_returned_{false};
+  int connect_rc_ = 0;
+  int connect_errno_ = 0;
+  std::chrono::steady_clock::time_point socket_opened_{};
+  int attempts_ = 0;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  int subscribe_mid_ = -1;     // the SUBSCRIBE whose SUBACK makes us ready
+  int online_mid_ = -1;        // the online status in flight after subscribing
+  std::string library_error_;  // libmosquitto's first error since the last attempt (OpenSSL's)
+  std::string last_state_;
+  std::mt19937 jitter_{std::random_device{}()};
+};
+
+}  // namespace pa::mqtt
