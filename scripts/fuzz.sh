@@ -52,6 +52,7 @@ scripts/deps.sh clang-14 libclang-rt-14-dev llvm-14
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
   -DCMAKE_CXX_COMPILER=clang++-14 -DPA_FUZZ=ON -DPA_BUILD_TESTS=OFF -DPA_WERROR=ON >/dev/null
 nice cmake --build "$build" --target pa_fuzz_all -j"$cores"
+echo "built in ${SECONDS} s"
 
 export ASAN_SYMBOLIZER_PATH=/usr/bin/llvm-symbolizer-14
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
@@ -138,6 +139,7 @@ else
   for name in "${targets[@]}"; do run_target "$name"; done
 fi
 
+echo "done in ${SECONDS} s (build included)"
 failed=0
 for name in "${targets[@]}"; do
   report "$name"
