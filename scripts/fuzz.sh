@@ -9,13 +9,15 @@
 #   scripts/fuzz.sh [SECONDS]     SECONDS per target (default 600), one libFuzzer worker per core
 #                                 (-fork), going on after a finding
 #   scripts/fuzz.sh --crashes     replays the open findings in tests/fuzz/TARGET/crashes/
-# Options: --build DIR (default build-fuzz), --only TARGET (repeatable; see `targets` below).
+# Options: --build DIR (default build-fuzz), --only TARGET (repeatable; one of tests/fuzz/corpus/).
 # New inputs go to BUILD/fuzz-corpus/TARGET/ (kept between long runs), never into the tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-targets=(request envelope env_file broker_config identifiers pem replay)
+# Every folder of tests/fuzz/corpus/ names a target, fuzz_NAME (tests/fuzz/NAME/).
+targets=()
+for corpus in tests/fuzz/corpus/*/; do targets+=("$(basename "$corpus")"); done
 mode=long
 seconds=600
 build=build-fuzz
@@ -61,17 +63,32 @@ scratch=$(mktemp -d /dev/shm/pa-fuzz.XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export TMPDIR=$scratch
 
+# Replays one input and prints what went wrong and the first frame in the project's own code
+# (-fork's log only says that a worker died).
+what_happens() {
+  local name=$1 input=$2
+  "$build/fuzz/fuzz_$name" "$input" >"$scratch/replay.log" 2>&1 && {
+    echo "      does not fail when replayed alone"
+    return
+  }
+  {
+    grep -m1 -A1 'INVARIANT BROKEN' "$scratch/replay.log" || true
+    grep -m1 -E 'runtime error|ERROR: (Address|Leak)Sanitizer|ERROR: libFuzzer: (timeout|out-of-memory)' \
+      "$scratch/replay.log" || true
+    grep -m1 -E "^ +#[0-9]+ .* $root/(agent|keystore)/" "$scratch/replay.log" || true
+  } | sed 's/^ */      /'
+}
+
 if [ "$mode" = crashes ]; then
   failed=0
   for name in "${targets[@]}"; do
     for input in tests/fuzz/"$name"/crashes/*; do
       [ -f "$input" ] || continue
-      if "$build/fuzz/fuzz_$name" "$input" >"$scratch/replay.log" 2>&1; then
+      if "$build/fuzz/fuzz_$name" "$input" >/dev/null 2>&1; then
         echo "fixed:   $input (move it to tests/fuzz/corpus/$name/ and add its unit test)"
       else
-        echo "crashes: $input"
-        grep -m3 -E 'ERROR: |INVARIANT BROKEN|runtime error|SUMMARY: ' "$scratch/replay.log" |
-          sed 's/^/         /'
+        echo "fails:   $input"
+        what_happens "$name" "$input"
         failed=1
       fi
     done
@@ -98,8 +115,8 @@ run_target() {
   local corpora=("$work" "$root/tests/fuzz/corpus/$name")
   [ -d "$build/fuzz-seeds/$name" ] && corpora+=("$build/fuzz-seeds/$name")
   local options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048
-    -max_len="$(max_len "$name")" -artifact_prefix="$artifacts" -print_funcs=0
-    -dict="$root/tests/fuzz/$name/$name.dict")
+    -max_len="$(max_len "$name")" -artifact_prefix="$artifacts" -print_funcs=0)
+  [ ! -f "tests/fuzz/$name/$name.dict" ] || options+=(-dict="$root/tests/fuzz/$name/$name.dict")
   [ "$mode" = ci ] || options+=(-fork="$cores" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   local status=0
   (cd "$logs/$name" && nice -n 10 "$build/fuzz/fuzz_$name" "${options[@]}" "${corpora[@]}") \
@@ -119,13 +136,17 @@ report() {
   read -r execs cov ft corp <<<"${last:-- - - -}"
   printf '%-14s %-6s execs %-10s cov %-6s ft %-6s corpus %s\n' "$name" \
     "$([ "$status" = 0 ] && echo ok || echo FAILED)" "$execs" "$cov" "$ft" "$corp"
-  if [ "$status" != 0 ]; then
-    grep -m3 -E 'ERROR: libFuzzer|INVARIANT BROKEN|runtime error|SUMMARY: ' "$logs/$name/fuzz.log" |
-      sed 's/^/    /' || true
-    ls "$build/fuzz-artifacts/$name/" | sed "s|^|    input: $build/fuzz-artifacts/$name/|"
-    echo "    log: $logs/$name/fuzz.log - reproduce: $build/fuzz/fuzz_$name INPUT"
-  fi
+  [ "$status" = 0 ] && return
+  local inputs=("$build/fuzz-artifacts/$name"/*) input
+  for input in "${inputs[@]:0:5}"; do
+    [ -f "$input" ] || continue
+    echo "    input: $input"
+    what_happens "$name" "$input"
+  done
+  [ ${#inputs[@]} -le 5 ] || echo "    ... and $((${#inputs[@]} - 5)) more inputs in the same folder"
+  echo "    log: $logs/$name/fuzz.log - reproduce: $build/fuzz/fuzz_$name INPUT"
 }
+
 
 if [ "$mode" = ci ]; then
   # CI: one worker per target, `cores` targets at once.

@@ -8,13 +8,15 @@
 //   <replay.journal text>
 //   --- requests ---
 //   <one request payload per line, for provision/pH01/request>
-// Each request that decodes is admitted in turn (one second apart). A request accepted with an id,
-// a ts or (update/delete) content is refused when it comes again, and again after a restart that
-// reloads what the guard wrote; the memory stays within its bounds. Keep inputs under 8 KiB.
+// Each request that decodes (an empty line is "{}") is admitted in turn, one second apart. A
+// request accepted with an id, a ts or (update/delete) content is refused when it comes again at
+// once, and again after a restart that reloads what the guard wrote; the memory stays within its
+// bounds. Keep inputs under 8 KiB.
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fuzz_support.hpp"
@@ -104,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::write_file(state / "replay.journal", sections.journal);
 
   std::int64_t now = kNow;
-  std::vector<Request> accepted;
+  std::vector<std::pair<Request, std::int64_t>> accepted;  // and when
   {
     ReplayGuard guard(state, kMaxSkew, limits());
     for (const Request& request : decode_requests(sections.requests)) {
@@ -118,13 +120,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       if (!remembered(request)) continue;
       PA_FUZZ_CHECK(guard.admit(request, now).has_value(), "accepted twice: " + request.json);
-      accepted.push_back(request);
+      accepted.emplace_back(request, now);
     }
   }
   if (accepted.empty()) return 0;
-  // After a restart the last request accepted is still refused.
+  // After a restart the last request accepted is still refused at the time it was accepted
+  // (later, its ts or content may rightly have left the window).
+  const auto& [last, accepted_at] = accepted.back();
   ReplayGuard reloaded(state, kMaxSkew, limits());
-  PA_FUZZ_CHECK(reloaded.admit(accepted.back(), now).has_value(),
-                "accepted again after a restart: " + accepted.back().json);
+  PA_FUZZ_CHECK(reloaded.admit(last, accepted_at).has_value(),
+                "accepted again after a restart: " + last.json);
   return 0;
 }

@@ -105,6 +105,14 @@ Decoded decode(const InboundMessage& message) {
   return decoded;
 }
 
+// The decoded JSON is a fixed point: decoding it again as plaintext gives the same request.
+void check_fixed_point(const InboundMessage& message, const Decoded& decoded) {
+  if (decoded.error || parse_envelope(decoded.request->json)) return;
+  InboundMessage again = message;
+  again.payload = decoded.request->json;
+  check_same_outcome(decoded, decode(again));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -130,16 +138,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   if (seal_mode.empty()) {
     const Decoded decoded = decode(message);
-    if (!decoded.error) {
+    if (!decoded.error)
       PA_FUZZ_CHECK(decoded.encrypted == parse_envelope(message.payload).has_value(),
                     message.payload);
-      // The decoded JSON is a fixed point: decoding it again as plaintext gives the same request.
-      if (!decoded.encrypted && !parse_envelope(decoded.request->json)) {
-        InboundMessage again = message;
-        again.payload = decoded.request->json;
-        check_same_outcome(decoded, decode(again));
-      }
-    }
+    check_fixed_point(message, decoded);
     return 0;
   }
 
@@ -149,6 +151,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   sealed.payload =
       e2ee::envelope_json(e2ee::seal_envelope(payload, fuzz::test_public_pem(), options));
   const Decoded from_envelope = decode(sealed);
+  check_fixed_point(message, from_envelope);
   if (!keystore::is_valid_identifier(message.device_id)) return 0;
   PA_FUZZ_CHECK(from_envelope.encrypted, describe(from_envelope));
   // Encryption changes nothing but the flag (an empty payload means "{}" only in clear, and an
