@@ -594,13 +594,20 @@ TEST(HostileCommandLine, PasswordFlagIsHiddenFromTheCommandLine) {
   EXPECT_EQ(agent.log().find(password), std::string::npos) << "the password was logged";
 }
 
-// Runs argv under `sh -c 'ulimit -c unlimited; exec ...'` in `folder` with `env`, waits until
-// /proc/<pid>/comm names `comm` (the exec happened) and `ready` holds, sends SIGSEGV and returns
-// the raw wait status. The output goes to <folder>/../<comm>.log, outside the folder.
-int crash_with_core_limit_lifted(const std::vector<std::string>& argv,
-                                 const std::map<std::string, std::string>& env,
-                                 const std::string& folder, const std::string& comm,
-                                 const std::function<bool(pid_t)>& ready) {
+struct Crash {
+  bool was_ready = false;  // `comm` ran and `ready` held when SIGSEGV was sent
+  int wait_status = 0;
+};
+
+// Runs argv under `sh -c 'ulimit -c unlimited && exec ...'` in `folder` with `env`, waits until
+// /proc/<pid>/comm names argv[0] (the exec happened) and `ready` holds, sends SIGSEGV and
+// returns the raw wait status. The output goes to <folder>.log, outside the folder.
+Crash crash_with_core_limit_lifted(const std::vector<std::string>& argv,
+                                   const std::map<std::string, std::string>& env,
+                                   const std::string& folder,
+                                   const std::function<bool(pid_t)>& ready) {
+  // What the kernel keeps of the program's name (TASK_COMM_LEN - 1 characters).
+  const std::string comm = fs::path(argv.front()).filename().string().substr(0, 15);
   std::vector<std::string> words = {"/bin/sh", "-c", "ulimit -c unlimited && exec \"$0\" \"$@\""};
   words.insert(words.end(), argv.begin(), argv.end());
   std::vector<std::string> env_strings;
@@ -611,7 +618,7 @@ int crash_with_core_limit_lifted(const std::vector<std::string>& argv,
   args.push_back(nullptr);
   for (auto& entry : env_strings) envp.push_back(entry.data());
   envp.push_back(nullptr);
-  const std::string log = (fs::path(folder).parent_path() / (comm + ".log")).string();
+  const std::string log = folder + ".log";
   const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
   const pid_t pid = ::fork();
@@ -623,17 +630,18 @@ int crash_with_core_limit_lifted(const std::vector<std::string>& argv,
     ::_exit(127);
   }
   ::close(log_fd);
-  if (pid < 0) return -1;
+  Crash crash;
+  if (pid < 0) return crash;
   const auto deadline = std::chrono::steady_clock::now() + kOnlineTimeout;
-  while (std::chrono::steady_clock::now() < deadline &&
-         !(trimmed(read_file(fmt::format("/proc/{}/comm", pid))) == comm && ready(pid)))
-    std::this_thread::sleep_for(20ms);
-  ::kill(pid, SIGSEGV);
-  int status = 0;
-  // The kernel writes a core before the process can be reaped; both are bounded by its size.
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (!crash.was_ready && std::chrono::steady_clock::now() < deadline) {
+    crash.was_ready = trimmed(read_file(fmt::format("/proc/{}/comm", pid))) == comm && ready(pid);
+    if (!crash.was_ready) std::this_thread::sleep_for(20ms);
   }
-  return status;
+  ::kill(pid, SIGSEGV);
+  // The kernel writes a core before the process can be reaped; both are bounded by its size.
+  while (::waitpid(pid, &crash.wait_status, 0) < 0 && errno == EINTR) {
+  }
+  return crash;
 }
 
 // A core of the agent would hold the broker password and key material: it is not dumpable
@@ -653,8 +661,10 @@ TEST(HostileCommandLine, NoCoreIsWrittenWhenTheAgentCrashes) {
   fs::create_directories(control_folder);
   fs::create_directories(agent_folder);
 
-  const int control = crash_with_core_limit_lifted({"/bin/sleep", "60"}, {}, control_folder,
-                                                   "sleep", [](pid_t) { return true; });
+  const Crash sleep_crash = crash_with_core_limit_lifted({"/bin/sleep", "60"}, {}, control_folder,
+                                                         [](pid_t) { return true; });
+  ASSERT_TRUE(sleep_crash.was_ready) << read_file(control_folder + ".log");
+  const int control = sleep_crash.wait_status;
   ASSERT_TRUE(WIFSIGNALED(control) && WTERMSIG(control) == SIGSEGV) << control;
   ASSERT_TRUE(WCOREDUMP(control)) << "the control did not dump: the test could not fail "
                                      "(is the hard core limit 0? ulimit -Hc)";
@@ -671,11 +681,14 @@ TEST(HostileCommandLine, NoCoreIsWrittenWhenTheAgentCrashes) {
   Agent agent(broker.port(), {{"MQTT_USER", "agent"}});
   auto command = agent_command();
   command.insert(command.end(), {"run", "--mqtt-password", password});
-  const int crashed =
-      crash_with_core_limit_lifted(command, agent.env(), agent_folder, "provision-agent",
+  const Crash agent_crash =
+      crash_with_core_limit_lifted(command, agent.env(), agent_folder,
                                    [&](pid_t) { return wait_online(*observer, agent, 100ms); });
+  ASSERT_TRUE(agent_crash.was_ready)
+      << "the agent never came online: " << read_file(agent_folder + ".log");
+  const int crashed = agent_crash.wait_status;
   ASSERT_TRUE(WIFSIGNALED(crashed) && WTERMSIG(crashed) == SIGSEGV)
-      << crashed << ": " << read_file(dir.file("provision-agent.log"));
+      << crashed << ": " << read_file(agent_folder + ".log");
   EXPECT_FALSE(WCOREDUMP(crashed)) << "the agent dumped core";
   EXPECT_EQ(list_tree(agent_folder), std::vector<std::string>{}) << "a core file was written";
 }
