@@ -17,4 +17,7 @@ std::string quoted(std::string_view text);
 // overlong forms, no surrogates, nothing above U+10FFFF) replaced by U+FFFD.
 std::string valid_utf8(std::string_view text);
 
+// True when `text` is well-formed UTF-8 by the same rules.
+bool is_valid_utf8(std::string_view text);
+
 }  // namespace pa

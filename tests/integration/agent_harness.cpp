@@ -39,7 +39,7 @@ Agent::~Agent() {
   }
 }
 
-void Agent::start() {
+void Agent::start(const std::vector<std::string>& arguments) {
   if (process_ && process_->running()) return;
   ProcessOptions options;
   options.env = env_;
@@ -48,6 +48,7 @@ void Agent::start() {
   options.working_dir = root_.file("state");
   auto command = agent_command();
   command.push_back("run");
+  command.insert(command.end(), arguments.begin(), arguments.end());
   process_.emplace(command, options);
 }
 

@@ -30,12 +30,17 @@ class Agent {
 
   // Removes a variable from the agent's environment (before start()), e.g. to get its default.
   void unset_env(const std::string& name) { env_.erase(name); }
-  void start();
+  // The environment the agent starts with (clean: nothing else is inherited).
+  const std::map<std::string, std::string>& env() const { return env_; }
+  // Runs `provision-agent run` followed by `arguments`.
+  void start(const std::vector<std::string>& arguments = {});
   // SIGTERM and a bounded wait; the exit status.
   int stop(std::chrono::milliseconds timeout = 15s);
   // SIGKILL and reap: a crash or power cut as the broker sees it.
   void kill();
   bool running();
+  // The agent's PID while it runs (-1 before start()).
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   std::string log() const;
 

@@ -282,6 +282,23 @@ TEST(RequestHostile, InvalidUtf8IsInvalidJson) {
   EXPECT_FALSE(peek_request_id("{\"request_id\":\"\xff\"}", 65536));
 }
 
+// RapidJSON validates the bytes it reads but decodes a \u escape of a lone low surrogate into
+// bytes that are not UTF-8 (ED B0 80), which were then echoed in published keys and reports.
+TEST(RequestHostile, EscapedLoneSurrogateIsInvalidJson) {
+  for (const std::string& payload :
+       {std::string(R"({"request_id":"\udc00x"})"), std::string(R"({"nonce":"\udfff"})"),
+        std::string(R"({"request_id":"r","\udc00":1})"), std::string(R"({"x":["\ud800"]})"),
+        std::string(R"({"x":{"y":"a\udc00\ud800b"}})")}) {
+    auto d = decode(message(payload));
+    EXPECT_EQ(error_of(d), ErrorCode::invalid_json) << payload;
+    EXPECT_FALSE(peek_request_id(payload, 65536)) << payload;
+  }
+  // A pair is a character; so is an escaped NUL.
+  auto pair = decode(message(R"({"request_id":"\ud83d\udd11","x":"\u0000"})"));
+  ASSERT_TRUE(pair.request);
+  EXPECT_EQ(pair.request->request_id, std::string("\xF0\x9F\x94\x91"));
+}
+
 // SPEC 3.4: a retry's content is everything but its id and time.
 TEST(RequestContent, DigestIgnoresIdsAndTimesOnly) {
   auto digest = [](const std::string& payload) {
