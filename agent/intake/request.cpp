@@ -194,6 +194,11 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
       return fail(ErrorCode::invalid_request,
                   fmt::format("request_id is longer than {} bytes", kMaxIdLength));
     request_id = string_of(it->value);
+    // Plugins get it as a C string: one with a NUL in it would read differently there.
+    if (request_id->find('\0') != std::string::npos) {
+      request_id.reset();
+      return fail(ErrorCode::invalid_request, "request_id must not contain NUL characters");
+    }
     out.request_id = request_id;
   }
 

@@ -223,6 +223,14 @@ TEST(RequestHostile, NumericRequestIdIsInvalid) {
             ErrorCode::invalid_request);
 }
 
+// A plugin reads request_id as a C string: a NUL inside would make it read another id than the
+// one the agent recorded.
+TEST(RequestHostile, RequestIdWithANulIsInvalid) {
+  auto d = decode(message(R"({"request_id":"a\u0000b"})"));
+  EXPECT_EQ(error_of(d), ErrorCode::invalid_request);
+  EXPECT_FALSE(d.request_id) << "an id with a NUL must not be echoed";
+}
+
 TEST(RequestHostile, EmptyOrNullUserIdMeansNone) {
   for (const char* payload : {R"({"user_id":""})", R"({"user_id":null})"}) {
     auto d = decode(message(payload));
