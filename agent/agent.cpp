@@ -12,6 +12,7 @@
 #include "base/log.hpp"
 #include "base/text.hpp"
 #include "base/time.hpp"
+#include "intake/jws.hpp"
 #include "keystore/errors.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/permissions.hpp"
@@ -162,6 +163,16 @@ Agent::Agent(Config config)
   services_.begin_change = [this](std::uint64_t seq, const ChangeIntent& intent) {
     return !spool_ || spool_->begin_change(seq, intent);
   };
+  // SPEC 3.2: key messages are signed with the agent key, read for each signature and wiped.
+  services_.attest = [this](std::string_view statement) {
+    std::string pem =
+        keystore::read_private_file(agent_key_.path, store_.key_group(), "agent key ");
+    struct Wipe {
+      std::string& text;
+      ~Wipe() { e2ee::wipe(text); }
+    } wipe{pem};
+    return jws_rs256(statement, pem, keystore::fingerprint(agent_key_.public_pem));
+  };
   plugins_ = plugin::PluginSet::load(config_, services_);
   if (!plugins_.find(kActionGenerate))
     throw ConfigError(fmt::format(
@@ -225,7 +236,12 @@ int Agent::run(const std::atomic<bool>& stop) {
       log_warning("cannot queue spooled request {} now; it stays in the spool",
                   shared->message.seq);
   }
+  rotation_ = std::make_unique<RotationWatcher>(
+      config_, [this](const std::string& topic, const std::string& payload) {
+        session_->publish(topic, payload, false);
+      });
   session_->run(stop);
+  rotation_.reset();
 
   // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
   // status, disconnect. What is not finished stays in the intake spool for the next start. The

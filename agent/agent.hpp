@@ -21,6 +21,7 @@
 #include "keystore/instance_lock.hpp"
 #include "keystore/key_store.hpp"
 #include "mqtt/session.hpp"
+#include "rotation_watcher.hpp"
 #include "service_notify.hpp"
 
 namespace pa {
@@ -95,6 +96,7 @@ class Agent {
   AckTracker acks_;
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<RotationWatcher> rotation_;  // SPEC section 5: keys due for rotation
 };
 
 }  // namespace pa

@@ -548,6 +548,11 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
         step(WriteStep::backup_written);
       }
     }
+    if (had_pair && exists_at(folder, kCertificateFile)) {
+      // Moved first: at no moment does a certificate sit beside a key it does not certify.
+      rename_at(folder, kCertificateFile, kCertificateBackupFile, dir);
+      fsync_folder(folder, dir);
+    }
     private_temp = write_temp_file_at(folder, kPrivateKeyFile, derived.private_pem,
                                       modes.private_key, key_group_, dir);
     step(WriteStep::private_temp_synced);
@@ -654,6 +659,30 @@ std::vector<fs::path> KeyStore::private_key_candidates(const std::string& device
   for (const DeviceFolder& folder : private_key_folders(device))
     candidates.push_back(folder.dir / kPrivateKeyFile);
   return candidates;
+}
+
+bool KeyStore::store_certificate(const std::optional<std::string>& user, const std::string& device,
+                                 const std::string& pem) {
+  const fs::path dir = device_dir(user, device);
+  std::shared_mutex& name_lock = shared_->name_lock(user ? *user : device);
+  std::shared_lock<std::shared_mutex> hold(name_lock);
+  UniqueFd device_fd = open_device_folder(user, device, true);
+  if (!device_fd || !is_file_at(device_fd.get(), kPrivateKeyFile)) return false;
+  try {
+    write_file_atomic_at(device_fd.get(), kCertificateFile, pem, modes_for(key_group_).public_key,
+                         key_group_, dir);
+  } catch (const std::system_error& e) {
+    throw_store_error(fmt::format("cannot store {}", (dir / kCertificateFile).string()), e);
+  }
+  return true;
+}
+
+std::optional<std::string> KeyStore::read_certificate(const std::optional<std::string>& user,
+                                                      const std::string& device) const {
+  const fs::path dir = device_dir(user, device);
+  UniqueFd device_fd = open_device_folder(user, device, true);
+  if (!device_fd) return std::nullopt;
+  return read_key_file_at(device_fd.get(), kCertificateFile, dir / kCertificateFile);
 }
 
 std::optional<std::string> KeyStore::read_private_key(const std::optional<std::string>& user,

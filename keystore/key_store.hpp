@@ -115,7 +115,8 @@ class KeyStore {
 
   // Stores a pair atomically. keep_backup: the current pair (if any) becomes the single backup
   // generation (sensor_private.prev.pem / sensor_public.prev.pem, 0600, or 0640 with the key
-  // group). Throws CollisionError (a legacy device folder where a user folder would go, or the
+  // group). A certificate of the replaced pair no longer matches: it moves to
+  // sensor_cert.prev.pem before the new pair is renamed into place (SPEC section 5). Throws CollisionError (a legacy device folder where a user folder would go, or the
   // reverse), QuotaError (a pair for one more device than max_devices), both before anything
   // is written, or StoreError.
   StoredKey store(const std::optional<std::string>& user, const std::string& device,
@@ -134,6 +135,14 @@ class KeyStore {
   std::vector<std::filesystem::path> private_key_candidates(const std::string& device) const;
   // The same as device folders, to read each with read_private_key().
   std::vector<DeviceFolder> private_key_folders(const std::string& device) const;
+
+  // Stores `pem` as the device's sensor_cert.pem (0644) atomically. The caller has checked it
+  // (keystore/x509.hpp). false when the device has no keys. Throws StoreError.
+  bool store_certificate(const std::optional<std::string>& user, const std::string& device,
+                         const std::string& pem);
+  // The device's sensor_cert.pem, or nullopt when it has none. Throws StoreError.
+  std::optional<std::string> read_certificate(const std::optional<std::string>& user,
+                                              const std::string& device) const;
 
   // The device's sensor_private.pem text read through folder descriptors (never following a
   // symlink); nullopt when there is none. The caller wipes it. Throws StoreError.

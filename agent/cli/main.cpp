@@ -35,7 +35,8 @@ void install_signal_handlers() {
 }
 
 bool is_boolean_variable(const std::string& name) {
-  return name == "MQTT_USE_TLS" || name == "MQTT_TLS_INSECURE" || name == "PROVISION_RETAIN_KEYS";
+  return name == "MQTT_USE_TLS" || name == "MQTT_TLS_INSECURE" || name == "PROVISION_RETAIN_KEYS" ||
+         name == "PROVISION_CSR";
 }
 
 // The command line's configuration flags, shared by every subcommand.

@@ -25,6 +25,7 @@ extern char** environ;
 
 #include "base/log.hpp"
 #include "base/text.hpp"
+#include "keystore/rotation.hpp"
 #include "config/env_file.hpp"
 
 #ifndef PA_DEFAULT_PLUGIN_DIR
@@ -429,6 +430,13 @@ const std::vector<ConfigVariable>& config_variables() {
        "published public key format: json or pem (default json)"},
       {"PROVISION_KEY_GROUP", "--key-group",
        "group that may read the private keys: folders 0750, private keys 0640 (default unset)"},
+      {"PROVISION_CSR", "--csr",
+       "also publish a PKCS#10 certificate request made with each key (default false)"},
+      {"PROVISION_CA_FILE", "--ca-file",
+       "CA bundle that install_certificate checks certificates against (default unset)"},
+      {"PROVISION_KEY_MAX_AGE", "--key-max-age",
+       "keys older than this (an integer with s, m, h or d, e.g. 365d) are due for rotation "
+       "(default unset)"},
       {"PROVISION_MAX_DEVICES", "--max-devices",
        "key pairs the store may hold; one more is answered quota_exceeded, 1..10000000 (default "
        "10000)"},

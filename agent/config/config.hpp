@@ -91,6 +91,9 @@ struct Config {
   std::string state_dir;
   std::optional<std::string> key_group;  // PROVISION_KEY_GROUP
   int max_devices = 10000;               // PROVISION_MAX_DEVICES
+  bool csr = false;                      // PROVISION_CSR
+  std::optional<std::string> ca_file;    // PROVISION_CA_FILE
+  std::optional<std::int64_t> key_max_age_seconds;  // PROVISION_KEY_MAX_AGE
   std::string plugin_dir;                // PROVISION_PLUGIN_DIR or the compiled-in install folder
   keystore::KeyType key_type = keystore::KeyType::rsa2048;
 

@@ -1,6 +1,7 @@
 #include "dispatch/host.hpp"
 
 #include <fmt/format.h>
+#include <rapidjson/document.h>
 
 #include <chrono>
 #include <cstdint>
@@ -8,7 +9,9 @@
 #include "base/json_writer.hpp"
 #include "base/log.hpp"
 #include "base/time.hpp"
+#include "intake/envelope.hpp"
 #include "keystore/errors.hpp"
+#include "keystore/x509.hpp"
 
 namespace pa {
 namespace {
@@ -218,6 +221,51 @@ int host_clear_published_key(pa_host_handle* /*host*/, pa_call* call) {
   return PA_OK;
 }
 
+const char* host_request_string(pa_host_handle* /*host*/, pa_call* call, const char* name) {
+  if (!call || !call->request || !name) return nullptr;
+  rapidjson::Document doc;
+  doc.Parse(call->request->json.data(), call->request->json.size());  // as validated: unique names
+  if (doc.HasParseError() || !doc.IsObject()) return nullptr;
+  const auto it = doc.FindMember(name);
+  if (it == doc.MemberEnd() || !it->value.IsString()) return nullptr;
+  return call->strings.emplace_back(it->value.GetString(), it->value.GetStringLength()).c_str();
+}
+
+int host_install_certificate(pa_host_handle* /*host*/, pa_call* call, const char* pem) {
+  if (!usable(call) || !pem) return PA_ERR_INVALID;
+  const Request& r = *call->request;
+  const HostServices& services = *call->services;
+  try {
+    const auto key = services.store->load(r.user_id, r.device_id);
+    if (!key) {
+      call->error = RequestError{ErrorCode::not_found, "the device has no keys to certify"};
+      return PA_ERR_NOT_FOUND;
+    }
+    const keystore::CertificateInfo info = keystore::check_certificate(
+        pem, key->public_pem, static_cast<std::int64_t>(std::time(nullptr)),
+        services.config->ca_file);
+    if (!services.store->store_certificate(r.user_id, r.device_id, pem)) {
+      call->error = RequestError{ErrorCode::not_found, "the device has no keys to certify"};
+      return PA_ERR_NOT_FOUND;
+    }
+    call->fingerprint = key->fingerprint;
+    log_write(LogLevel::info, fields_of(call),
+              fmt::format("installed a certificate for {} ({}), valid until {}", key->fingerprint,
+                          info.subject, format_rfc3339(info.not_after)));
+    return PA_OK;
+  } catch (const keystore::CertificateError& error) {
+    call->error = RequestError{ErrorCode::invalid_request, error.what()};
+    return PA_ERR_INVALID;
+  } catch (const keystore::KeyError& error) {
+    call->error = RequestError{ErrorCode::invalid_request, error.what()};
+    return PA_ERR_INVALID;
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(call), fmt::format("key store: {}", error.what()));
+    call->error = RequestError{ErrorCode::storage_failed, "cannot store the certificate"};
+    return PA_ERR_STORAGE;
+  }
+}
+
 int host_set_error(pa_host_handle* /*host*/, pa_call* call, const char* code, const char* message) {
   if (!call) return PA_ERR_INVALID;
   call->error = RequestError{parse_error_code(code ? code : "").value_or(ErrorCode::plugin_failed),
@@ -232,13 +280,22 @@ PluginHost::PluginHost(const HostServices& services,
     : handle_(std::make_unique<pa_host_handle>()) {
   handle_->services = &services;
   handle_->options = std::move(options);
-  table_ = pa_host{sizeof(pa_host),      PA_PLUGIN_ABI_VERSION,
-                   handle_.get(),        host_log,
-                   host_config_get,      host_option_get,
-                   host_register_action, host_key_exists,
-                   host_key_generate,    host_key_delete,
-                   host_publish_key,     host_clear_published_key,
-                   host_set_error,       {}};
+  table_ = pa_host{sizeof(pa_host),
+                   PA_PLUGIN_ABI_VERSION,
+                   handle_.get(),
+                   host_log,
+                   host_config_get,
+                   host_option_get,
+                   host_register_action,
+                   host_key_exists,
+                   host_key_generate,
+                   host_key_delete,
+                   host_publish_key,
+                   host_clear_published_key,
+                   host_set_error,
+                   host_request_string,
+                   host_install_certificate,
+                   {}};
 }
 
 PluginHost::~PluginHost() = default;
@@ -271,7 +328,32 @@ int publish_stored_key(pa_call& call) {
   if (key->repaired)
     log_write(LogLevel::warning, fields_of(&call),
               "sensor_public.pem was missing or did not match the private key; rewrote it");
-  const std::string payload = key_message(*services.config, r, *key, services.agent_id);
+  // SPEC 3.2: with PROVISION_CSR a certificate request made with the key itself goes along.
+  std::optional<std::string> csr;
+  if (services.config->csr && services.config->key_format == KeyFormat::json) {
+    try {
+      std::optional<std::string> private_pem =
+          services.store->read_private_key(r.user_id, r.device_id);
+      if (private_pem) {
+        csr = keystore::make_csr(*private_pem, r.device_id, r.user_id);
+        e2ee::wipe(*private_pem);
+      }
+    } catch (const std::exception& error) {
+      log_write(LogLevel::error, fields_of(&call),
+                fmt::format("cannot make the certificate request: {}", error.what()));
+      call.error = RequestError{ErrorCode::storage_failed, "cannot make the certificate request"};
+      return PA_ERR_STORAGE;
+    }
+  }
+  std::string payload;
+  try {
+    payload = key_message(services, r, *key, csr);
+  } catch (const std::exception& error) {
+    log_write(LogLevel::error, fields_of(&call),
+              fmt::format("cannot sign the key message with the agent key: {}", error.what()));
+    call.error = RequestError{ErrorCode::plugin_failed, "cannot attest the key message"};
+    return PA_ERR_FAILED;
+  }
   const auto id = services.publish(keys_topic(*services.config, r.device_id), payload,
                                    services.config->retain_keys);
   if (!id) {
@@ -297,8 +379,9 @@ void prepare_call(pa_call& call, const std::string& effective_key_type) {
   call.c_request.key_type = effective_key_type.c_str();
 }
 
-std::string key_message(const Config& config, const Request& request,
-                        const keystore::StoredKey& key, const std::string& agent_id) {
+std::string key_message(const HostServices& services, const Request& request,
+                        const keystore::StoredKey& key, const std::optional<std::string>& csr) {
+  const Config& config = *services.config;
   if (config.key_format == KeyFormat::pem) return key.public_pem;
   // C++17 has no file_clock::to_sys; shifting by the two clocks' "now" is exact to a few µs.
   const auto created = std::chrono::system_clock::now() +
@@ -306,6 +389,16 @@ std::string key_message(const Config& config, const Request& request,
                            key.created - std::filesystem::file_time_type::clock::now());
   const std::int64_t created_at =
       std::chrono::duration_cast<std::chrono::seconds>(created.time_since_epoch()).count();
+  const std::string created_text = format_rfc3339(created_at);
+  // SPEC 3.2: who published this key, checkable by a server that pinned the agent key.
+  JsonObjectWriter statement;
+  statement.field("device_id", request.device_id)
+      .optional_field("user_id", request.user_id)
+      .field("key_type", keystore::to_string(key.type))
+      .field("fingerprint", key.fingerprint)
+      .field("created_at", created_text)
+      .optional_field("request_id", request.request_id)
+      .field("agent_id", services.agent_id);
   JsonObjectWriter json;
   json.field("device_id", request.device_id)
       .optional_field("user_id", request.user_id)
@@ -314,8 +407,10 @@ std::string key_message(const Config& config, const Request& request,
       .field("key_type", keystore::to_string(key.type))
       .field("public_key", key.public_pem)
       .field("fingerprint", key.fingerprint)
-      .field("created_at", format_rfc3339(created_at))
-      .field("agent_id", agent_id);
+      .field("created_at", created_text)
+      .field("agent_id", services.agent_id);
+  if (services.attest) json.field("attestation", services.attest(statement.str()));
+  json.optional_field("csr", csr);
   return json.str();
 }
 

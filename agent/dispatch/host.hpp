@@ -2,6 +2,7 @@
 // The host function table given to plugins (SPEC section 6) and the per-request pa_call behind
 // it: key store operations, key generation, publishing, configuration and logging.
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,6 +30,9 @@ struct HostServices {
   // Records, fsynced, that request `seq` is about to change a device's key (SPEC 3.4), so that
   // serving it again after a crash does not change it twice. false: it could not be recorded.
   std::function<bool(std::uint64_t seq, const ChangeIntent& intent)> begin_change;
+  // Signs a statement with the agent key: the attestation of SPEC 3.2 (a JWS compact RS256).
+  // Unset in tools that publish nothing.
+  std::function<std::string(std::string_view payload_json)> attest;
 };
 
 // One loaded plugin's view of the host (SPEC section 6): its own function table whose handle
@@ -80,6 +84,7 @@ struct pa_call {
   bool intent_recorded = false;
   std::vector<int> message_ids;  // what this request published (acknowledgements are awaited)
   bool published_key = false;
+  std::deque<std::string> strings;  // what request_string() returned, alive until the call ends
 };
 
 namespace pa {
@@ -91,9 +96,10 @@ void prepare_call(pa_call& call, const std::string& effective_key_type);
 // plugin); used to answer a retry of a request that published a key. Returns a pa_status.
 int publish_stored_key(pa_call& call);
 
-// The K/D/public payload of SPEC section 3.2 for a stored key.
-std::string key_message(const Config& config, const Request& request,
-                        const keystore::StoredKey& key, const std::string& agent_id);
+// The K/D/public payload of SPEC section 3.2 for a stored key: with the attestation when the
+// services can attest, and `csr` when given. Throws what services.attest throws.
+std::string key_message(const HostServices& services, const Request& request,
+                        const keystore::StoredKey& key, const std::optional<std::string>& csr);
 
 // Maps a plugin's status to the response error code.
 ErrorCode error_code_for_status(int status) noexcept;

@@ -86,11 +86,6 @@ CryptoPP::RSA::PublicKey rsa_public_key(std::string_view pem) {
   }
 }
 
-CryptoPP::RSA::PrivateKey rsa_private_key_or_throw(std::string_view pem) {
-  auto key = rsa_private_key(pem);
-  if (!key) throw KeyError("not an RSA private key (PKCS#8 or PKCS#1 PEM)");
-  return std::move(*key);
-}
 
 // AES-EAX or AES-GCM decryption with the tag at the end; false when the tag does not verify.
 template <class Mode>
@@ -130,6 +125,12 @@ void aes_seal(const SecByteBlock& key, const SecByteBlock& nonce, std::string_vi
 }
 
 }  // namespace
+
+CryptoPP::RSA::PrivateKey rsa_private_key_from_pem(std::string_view pem) {
+  auto key = rsa_private_key(pem);
+  if (!key) throw KeyError("not an RSA private key (PKCS#8 or PKCS#1 PEM)");
+  return std::move(*key);
+}
 
 std::optional<SecByteBlock> decode_base64(std::string_view text) {
   // Crypto++'s decoder skips characters outside the alphabet; a tampered field must fail instead.
@@ -260,7 +261,7 @@ Envelope seal_envelope(std::string_view plaintext, std::string_view public_pem,
 void sign_envelope(Envelope& envelope, std::string_view private_pem) {
   auto ciphertext = decode_base64(envelope.ciphertext);
   if (!ciphertext) throw std::invalid_argument("ciphertext is not standard base64");
-  Signer signer(rsa_private_key_or_throw(private_pem));
+  Signer signer(rsa_private_key_from_pem(private_pem));
   CryptoPP::AutoSeededRandomPool rng;
   SecByteBlock signature(signer.MaxSignatureLength());
   const std::size_t length = signer.SignMessage(rng, *ciphertext, ciphertext->size(), signature);

@@ -13,6 +13,17 @@ static int keygen_handle(void* state, pa_call* call, const pa_request* request) 
   pa_host_handle* h = host->handle;
   if (strcmp(request->action, "publish_key") == 0) return host->publish_key(h, call);
 
+  if (strcmp(request->action, "install_certificate") == 0) {
+    const char* certificate = host->request_string(h, call, "certificate");
+    if (!certificate) {
+      host->set_error(h, call, "invalid_request",
+                      "install_certificate needs \"certificate\": the PEM certificate (leaf first, "
+                      "then an optional chain)");
+      return PA_ERR_INVALID;
+    }
+    return host->install_certificate(h, call, certificate);
+  }
+
   if (strcmp(request->action, "update") == 0) {
     int rc = host->key_generate(h, call, NULL, 1);
     return rc != PA_OK ? rc : host->publish_key(h, call);
@@ -50,18 +61,29 @@ static const pa_action publish_key = {sizeof(pa_action),
                                       PA_ACTION_PUBLISHES_KEY,
                                       "publish the device's existing key (not_found if none)",
                                       {0}};
-static const pa_action* const keygen_actions[] = {&generate, &update, &publish_key, NULL};
+/* Not destructive: a certificate that does not certify the current key is refused, so no E2EE
+ * policy applies (SPEC section 5). */
+static const pa_action install_certificate = {
+    sizeof(pa_action),
+    "install_certificate",
+    NULL,
+    0,
+    "store a certificate for the device's current key (checked: key, dates, PROVISION_CA_FILE)",
+    {0}};
+static const pa_action* const keygen_actions[] = {&generate, &update, &publish_key,
+                                                  &install_certificate, NULL};
 
-static const pa_plugin keygen_plugin = {sizeof(pa_plugin),
-                                        PA_PLUGIN_ABI_VERSION,
-                                        "keygen",
-                                        "1.1.0",
-                                        "generates, rotates and publishes device key pairs",
-                                        keygen_actions,
-                                        NULL,
-                                        keygen_init,
-                                        keygen_handle,
-                                        NULL,
-                                        {0}};
+static const pa_plugin keygen_plugin = {
+    sizeof(pa_plugin),
+    PA_PLUGIN_ABI_VERSION,
+    "keygen",
+    "1.1.0",
+    "generates, rotates and publishes device key pairs, and installs their certificates",
+    keygen_actions,
+    NULL,
+    keygen_init,
+    keygen_handle,
+    NULL,
+    {0}};
 
 PA_PLUGIN_DEFINE(keygen_plugin)

@@ -78,7 +78,7 @@ ConfigInputs with_flag(const std::string& name, const std::string& value) {
 TEST(ConfigVariables, FollowTheSpecOrderWithLongFlags) {
   const auto& variables = pa::config_variables();
   // Those of SPEC section 2 implemented so far (plugins declare their own options).
-  ASSERT_EQ(variables.size(), 35u);
+  ASSERT_EQ(variables.size(), 38u);
   EXPECT_STREQ(variables.front().env, "MQTT_BROKER_URL");
   EXPECT_STREQ(variables.front().flag, "--broker-url");
   EXPECT_STREQ(variables[1].env, "MQTT_HOST");

@@ -244,6 +244,17 @@ typedef struct pa_host {
    * Returns PA_OK. */
   int (*set_error)(pa_host_handle* host, pa_call* call, const char* code, const char* message);
 
+  /* A top-level string member of the request as the host validated it (e.g. "certificate"), or
+   * NULL when it is absent or not a string. Valid until handle() returns. */
+  const char* (*request_string)(pa_host_handle* host, pa_call* call, const char* name);
+
+  /* Checks `pem` (the leaf certificate first, then an optional chain): it certifies the device's
+   * current public key, it is within its validity dates, and with PROVISION_CA_FILE it chains
+   * to that CA (SPEC section 5); then stores it atomically as the device's sensor_cert.pem.
+   * Returns PA_OK, PA_ERR_NOT_FOUND (the device has no keys), PA_ERR_INVALID (the reason is the
+   * response's invalid_request error; nothing is stored) or PA_ERR_STORAGE. */
+  int (*install_certificate)(pa_host_handle* host, pa_call* call, const char* pem);
+
   void* reserved[8]; /* NULL; where later versions add functions */
 } pa_host;
 
