@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -180,6 +182,15 @@ Agent::Agent(Config config)
     // Waiting requests are bounded by PROVISION_QUEUE_MAX; the spool also holds those running.
     spool_ = std::make_unique<IntakeSpool>(
         config_.state_dir, static_cast<std::size_t>(config_.queue_max + config_.workers));
+    // Undocumented, for bench/ only: what durability costs is measured against an agent that
+    // writes no spool (and so loses what it holds in a crash).
+    if (const char* unspooled = std::getenv("PA_BENCH_UNSPOOLED");
+        unspooled != nullptr && std::string_view(unspooled) == "1") {
+      spool_->disable_writes_for_bench();
+      log_warning(
+          "PA_BENCH_UNSPOOLED=1: the intake spool writes nothing, so a crash loses the requests "
+          "in hand (for benchmarks only)");
+    }
   } catch (const std::system_error& error) {
     throw ConfigError(
         fmt::format("cannot use the state folder {}: {}", config_.state_dir, error.what()));

@@ -37,6 +37,28 @@ std::vector<std::string> temporary_files(const std::string& root) {
 // ---------------------------------------------------------------------------------------------
 // A drain that runs out, a full queue, a spool that cannot be written
 
+// The bench's PA_BENCH_UNSPOOLED=1 (undocumented) turns the spool's writes off, says so in the
+// log, and the agent still serves.
+TEST(DeliveryStorage, TheBenchSwitchTurnsTheSpoolWritesOff) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port(), {{"PA_BENCH_UNSPOOLED", "1"}});
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+  const std::string spool = agent.state_dir() + "/intake.spool";
+  const std::string before = read_file(spool);
+  for (int i = 0; i < 3; ++i) {
+    observer->publish(fmt::format("provision/bench{}/request", i),
+                      fmt::format(R"({{"request_id":"b-{}"}})", i));
+    auto response = wait_response(*observer, fmt::format("bench{}", i), fmt::format("b-{}", i));
+    ASSERT_TRUE(response);
+    EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok") << response->payload;
+  }
+  EXPECT_EQ(read_file(spool), before) << "the spool was written";
+  EXPECT_NE(agent.log().find("PA_BENCH_UNSPOOLED=1"), std::string::npos) << agent.log();
+  EXPECT_EQ(agent.stop(), 0);
+}
+
 // A kill while the spool or the ledger rewrote a file (the spool does at every start) leaves the
 // temporary copy; in a crash loop (Restart=always) one more each time, each up to the spool's
 // size. The next start removes them, and a link among them goes without its target.
