@@ -26,6 +26,41 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  return true;
+}
+
+// What one response said.
+struct Answer {
+  std::string request_id;
+  std::string status;       // ok or error
+  std::string code;         // error.code
+  std::string fingerprint;  // on success with a key
+  bool duplicate = false;   // "duplicate": true, a retry answered from its record
+};
+
+Answer answer_of(const Message& message) {
+  Answer answer;
+  const auto json = parse_json(message.payload);
+  if (json.HasParseError() || !json.IsObject()) {
+    answer.status = "unparsable: " + message.payload;
+    return answer;
+  }
+  answer.request_id = json_string(json, "request_id");
+  answer.status = json_string(json, "status");
+  answer.code = error_code(json);
+  answer.fingerprint = json_string(json, "fingerprint");
+  const auto duplicate = json.FindMember("duplicate");
+  answer.duplicate =
+      duplicate != json.MemberEnd() && duplicate->value.IsBool() && duplicate->value.GetBool();
+  return answer;
+}
+
 // Paths below `root` (relative) whose name marks a temporary file of an interrupted write.
 std::vector<std::string> temporary_files(const std::string& root) {
   std::vector<std::string> found;
@@ -36,6 +71,80 @@ std::vector<std::string> temporary_files(const std::string& root) {
 
 // ---------------------------------------------------------------------------------------------
 // A drain that runs out, a full queue, a spool that cannot be written
+
+// Sets the soft RLIMIT_FSIZE of another process (ours, so no privilege is needed), keeping the
+// hard limit; RLIM_INFINITY as `soft` gives back the hard limit.
+bool set_file_size_limit(pid_t pid, rlim_t soft) {
+  struct rlimit current {};
+  if (::prlimit(pid, RLIMIT_FSIZE, nullptr, &current) != 0) return false;
+  const struct rlimit limit { soft == RLIM_INFINITY ? current.rlim_max : soft, current.rlim_max };
+  return ::prlimit(pid, RLIMIT_FSIZE, &limit, nullptr) == 0;
+}
+
+// SPEC 3.4: a request the spool cannot hold is answered storage_failed as it arrives and is never
+// served later (nothing accepted silently); once writes work again the agent serves as before.
+// The spool file is already open, so modes cannot make its append fail; a file size limit at its
+// current size does, for real (EFBIG from the kernel), as any user and without a mount. (A full
+// file system would need root for a small tmpfs.)
+TEST(DeliveryStorage, AFailedSpoolWriteIsAnsweredStorageFailedAndNothingIsAcceptedSilently) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port());
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+  for (int i = 0; i < 3; ++i) {
+    observer->publish(fmt::format("provision/warm{}/request", i),
+                      fmt::format(R"({{"request_id":"w-{}"}})", i));
+    ASSERT_TRUE(wait_response(*observer, fmt::format("warm{}", i), fmt::format("w-{}", i)));
+  }
+  const std::string spool = agent.state_dir() + "/intake.spool";
+  struct stat info {};
+  ASSERT_EQ(::stat(spool.c_str(), &info), 0) << spool;
+  ASSERT_TRUE(set_file_size_limit(agent.pid(), static_cast<rlim_t>(info.st_size)));
+
+  constexpr int kRefused = 5;
+  for (int i = 0; i < kRefused; ++i) {
+    const std::string device = fmt::format("full{}", i);
+    observer->publish(fmt::format("provision/{}/request", device),
+                      fmt::format(R"({{"request_id":"f-{}"}})", i));
+    auto response = wait_response(*observer, device, fmt::format("f-{}", i), 10s);
+    ASSERT_TRUE(response) << "f-" << i << " was not answered at once"
+                          << (agent.running() ? "" : "; the agent died");
+    auto json = parse_json(response->payload);
+    EXPECT_EQ(error_code(json), "storage_failed") << response->payload;
+    EXPECT_FALSE(file_exists(agent.device_dir(device))) << device;
+  }
+  ASSERT_TRUE(agent.running()) << "a failed write ended the agent";
+
+  // Writes work again: the server's retries are served, as new requests.
+  ASSERT_TRUE(set_file_size_limit(agent.pid(), RLIM_INFINITY));
+  for (int i = 0; i < kRefused; ++i) {
+    const std::string device = fmt::format("full{}", i);
+    observer->publish(fmt::format("provision/{}/request", device),
+                      fmt::format(R"({{"request_id":"f-{}"}})", i));
+    ASSERT_TRUE(wait_until(
+        [&] { return responses_with_id(*observer, device, fmt::format("f-{}", i)).size() == 2; },
+        30s))
+        << agent.log();
+    const Answer retried =
+        answer_of(responses_with_id(*observer, device, fmt::format("f-{}", i)).back());
+    EXPECT_EQ(retried.status, "ok") << retried.code;
+    EXPECT_FALSE(retried.duplicate);
+    EXPECT_TRUE(file_exists(agent.device_dir(device) + "/sensor_private.pem")) << device;
+  }
+
+  // Nothing of the refused ones comes back after a restart.
+  EXPECT_EQ(agent.stop(), 0);
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent));
+  observer->publish("provision/marker/request", R"({"request_id":"m-1"})");
+  ASSERT_TRUE(wait_response(*observer, "marker", "m-1"));
+  for (int i = 0; i < kRefused; ++i)
+    EXPECT_EQ(responses_with_id(*observer, fmt::format("full{}", i), fmt::format("f-{}", i)).size(),
+              2u)
+        << "f-" << i;
+  EXPECT_EQ(agent.stop(), 0);
+}
 
 // The bench's PA_BENCH_UNSPOOLED=1 (undocumented) turns the spool's writes off, says so in the
 // log, and the agent still serves.
