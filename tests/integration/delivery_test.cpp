@@ -69,8 +69,86 @@ std::vector<std::string> temporary_files(const std::string& root) {
   return found;
 }
 
+// The requests the agent's intake spool holds unanswered: what the agent has taken from the
+// broker (a publisher's PUBACK only says the broker has it).
+std::size_t spooled_requests(const Agent& agent) {
+  return read_spool_image(read_file(agent.state_dir() + "/intake.spool")).pending.size();
+}
+
 // ---------------------------------------------------------------------------------------------
 // A drain that runs out, a full queue, a spool that cannot be written
+
+// SPEC 3.4: the spool holds up to PROVISION_QUEUE_MAX waiting requests plus those running, and a
+// restart serves every one of them, the ones that were running included.
+TEST(DeliveryQueue, AFullSpoolIsServedWholeAfterACrash) {
+  PluginFolder plugins;
+  plugins.add_hold_action();
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port(), {{"PROVISION_PLUGIN_DIR", plugins.path()},
+                              {"PROVISION_WORKERS", "2"},
+                              {"PROVISION_QUEUE_MAX", "2"}});
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+  // Both workers held, two requests waiting: the spool is full.
+  for (const char* device : {"full1", "full2"}) {
+    observer->publish(fmt::format("provision/{}/request", device),
+                      fmt::format(R"({{"action":"hold","request_id":"{}-hold"}})", device));
+    ASSERT_TRUE(plugins.wait_started(device)) << agent.log();
+  }
+  for (const char* device : {"full3", "full4"})
+    observer->publish(fmt::format("provision/{}/request", device),
+                      fmt::format(R"({{"request_id":"{}-r"}})", device));
+  ASSERT_TRUE(wait_until([&] { return spooled_requests(agent) == 4; }, 10s)) << agent.log();
+  agent.kill();
+
+  plugins.release("full1");
+  plugins.release("full2");
+  agent.start();
+  for (const char* device : {"full1", "full2"}) {
+    auto response = wait_response(*observer, device, std::string(device) + "-hold");
+    ASSERT_TRUE(response) << device << " was left in the spool\n" << agent.log();
+    EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok") << response->payload;
+  }
+  for (const char* device : {"full3", "full4"}) {
+    auto response = wait_response(*observer, device, std::string(device) + "-r");
+    ASSERT_TRUE(response) << device << " was left in the spool\n" << agent.log();
+    EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok") << response->payload;
+  }
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+// SPEC section 2: beyond PROVISION_QUEUE_MAX waiting requests a request is answered busy at once,
+// also while one device's backlog leaves a worker idle; it is never taken silently.
+TEST(DeliveryQueue, ARequestBeyondTheQueueIsAnsweredBusyWhileAWorkerIsIdle) {
+  PluginFolder plugins;
+  plugins.add_hold_action();
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port(), {{"PROVISION_PLUGIN_DIR", plugins.path()},
+                              {"PROVISION_WORKERS", "2"},
+                              {"PROVISION_QUEUE_MAX", "2"}});
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+  // One device: its first request held, two waiting behind it; the second worker has nothing.
+  observer->publish("provision/backlog/request", R"({"action":"hold","request_id":"k-hold"})");
+  ASSERT_TRUE(plugins.wait_started("backlog")) << agent.log();
+  for (const char* id : {"k-1", "k-2"})
+    observer->publish("provision/backlog/request",
+                      fmt::format(R"({{"action":"publish_key","request_id":"{}"}})", id));
+  ASSERT_TRUE(wait_until([&] { return spooled_requests(agent) == 3; }, 10s)) << agent.log();
+
+  observer->publish("provision/other/request", R"({"request_id":"o-1"})");
+  auto busy = wait_response(*observer, "other", "o-1", 10s);
+  ASSERT_TRUE(busy) << "the request beyond the queue was taken and not answered\n" << agent.log();
+  EXPECT_EQ(error_code(parse_json(busy->payload)), "busy") << busy->payload;
+  EXPECT_FALSE(file_exists(agent.device_dir("other")));
+
+  plugins.release("backlog");
+  for (const char* id : {"k-hold", "k-1", "k-2"})
+    EXPECT_TRUE(wait_response(*observer, "backlog", id)) << id;
+  EXPECT_EQ(agent.stop(), 0);
+}
 
 // Sets the soft RLIMIT_FSIZE of another process (ours, so no privilege is needed), keeping the
 // hard limit; RLIM_INFINITY as `soft` gives back the hard limit.
