@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -192,6 +194,15 @@ Agent::Agent(Config config)
     // Waiting requests are bounded by PROVISION_QUEUE_MAX; the spool also holds those running.
     spool_ = std::make_unique<IntakeSpool>(
         config_.state_dir, static_cast<std::size_t>(config_.queue_max + config_.workers));
+    // Undocumented, for bench/ only: what durability costs is measured against an agent that
+    // writes no spool (and so loses what it holds in a crash).
+    if (const char* unspooled = std::getenv("PA_BENCH_UNSPOOLED");
+        unspooled != nullptr && std::string_view(unspooled) == "1") {
+      spool_->disable_writes_for_bench();
+      log_warning(
+          "PA_BENCH_UNSPOOLED=1: the intake spool writes nothing, so a crash loses the requests "
+          "in hand (for benchmarks only)");
+    }
   } catch (const std::system_error& error) {
     throw ConfigError(
         fmt::format("cannot use the state folder {}: {}", config_.state_dir, error.what()));
@@ -228,11 +239,13 @@ int Agent::run(const std::atomic<bool>& stop) {
            config_.keys_dir, config_.state_dir, config_.workers);
 
   // SPEC 3.4: what the last run left unanswered is queued first, in arrival order, so it is
-  // served before anything newer for the same device.
+  // served before anything newer for the same device. All of it: the spool bounded it already,
+  // and it may hold the requests that were running besides those waiting.
   for (SpooledRequest& recovered : spool_->take_recovered()) {
     auto shared = std::make_shared<SpooledRequest>(std::move(recovered));
     const std::string device = shared->message.device_id;
-    if (!pool_->submit(device, [this, shared] { handle(shared->message, shared->intent); }))
+    if (!pool_->submit(
+            device, [this, shared] { handle(shared->message, shared->intent); }, true))
       log_warning("cannot queue spooled request {} now; it stays in the spool",
                   shared->message.seq);
   }
@@ -307,6 +320,14 @@ void Agent::accept(InboundMessage&& message) {
     answer_now(message, ErrorCode::payload_too_large,
                fmt::format("payload of {} bytes exceeds the limit of {} bytes",
                            message.payload_bytes, config_.max_payload));
+    return;
+  }
+  // SPEC section 2: beyond PROVISION_QUEUE_MAX waiting requests, busy. Asked before the spool
+  // takes the request, so that everything spooled is also queued: the spool's own bound counts
+  // running requests too, and one device's backlog can leave workers idle.
+  if (!pool_->has_room()) {
+    answer_now(message, ErrorCode::busy,
+               fmt::format("{} requests are already waiting; retry later", config_.queue_max));
     return;
   }
   std::string failure;

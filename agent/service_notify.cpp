@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "config/config.hpp"
+
 namespace pa {
 namespace {
 
@@ -14,17 +16,6 @@ constexpr std::chrono::seconds kReadyFallback{30};
 // Between STATUS= lines that only update the count of served requests, so a burst of requests
 // does not become a burst of datagrams.
 constexpr std::chrono::seconds kCountStatusInterval{1};
-
-// PA_READY_FALLBACK_SECONDS (undocumented, for tests) or the SPEC's 30 s.
-std::chrono::steady_clock::duration ready_fallback() {
-  const char* text = std::getenv("PA_READY_FALLBACK_SECONDS");
-  if (text == nullptr) return kReadyFallback;
-  char* end = nullptr;
-  const double seconds = std::strtod(text, &end);
-  if (end == text || *end != '\0' || !(seconds > 0) || seconds > 3600) return kReadyFallback;
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(seconds));
-}
 
 std::string status_text(const ServiceState& state) {
   const std::string broker = state.broker.empty() ? "connecting to the broker" : state.broker;
@@ -36,7 +27,9 @@ std::string status_text(const ServiceState& state) {
 
 }  // namespace
 
-ServiceNotifier::ServiceNotifier() : started_(Clock::now()), ready_fallback_(ready_fallback()) {
+ServiceNotifier::ServiceNotifier()
+    : started_(Clock::now()),
+      ready_fallback_(test_override_seconds("PA_READY_FALLBACK_SECONDS", kReadyFallback)) {
   const char* socket = std::getenv("NOTIFY_SOCKET");
   active_ = socket != nullptr && socket[0] != '\0';
   if (!active_) return;

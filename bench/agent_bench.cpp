@@ -4,6 +4,8 @@
 //   start-up to subscribed, idle resident memory, end-to-end latency (sequential, ec-p256 and
 //   rsa-2048), decode+dispatch throughput on the no-op path, bursts of distinct devices with 1
 //   worker and with one per CPU, and the agent's CPU seconds per request.
+// pa_bench spool --agent PATH --plugins DIR: what the intake spool costs, with it and without it
+//   (PA_BENCH_UNSPOOLED=1), the state folder on disk and on tmpfs.
 // Every wait is bounded; a phase that does not complete is reported and the exit status is 1.
 #include <fmt/format.h>
 #include <mosquitto.h>
@@ -11,9 +13,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -90,6 +95,28 @@ std::string file_system_of(const std::string& path) {
   if (type == 0x794C7630u) return "overlayfs";
   return fmt::format("file system type {:#x}", type);
 }
+
+// A scratch folder made with mkdtemp under `base` (not $TMPDIR: the spool bench chooses the file
+// system), removed with its contents at the end.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& base) {
+    std::string pattern = base + "/pa-bench-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::runtime_error(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // The bench's MQTT client
@@ -306,6 +333,92 @@ class AgentBench {
     measure_bursts();
     measure_latency_without_broker_nagle();
     print_summary();
+    fmt::print("(load average after: {})\n", load_average());
+    return failures_ == 0 ? 0 : 1;
+  }
+
+  // What the intake spool costs (SPEC sections 3.4 and 10): the same phases with the spool and
+  // with PA_BENCH_UNSPOOLED=1 (undocumented: no spool writes), with the state folder and key
+  // store on disk and on tmpfs, one fresh agent each.
+  int run_spool() {
+    fmt::print("== spool (load average {})\n", load_average());
+    fmt::print("mosquitto on 127.0.0.1:{}, agent {}, plugins {}; {} CPUs\n", broker_.port(),
+               options_.agent, options_.plugins, cpus_);
+    fmt::print(
+        "each request is fdatasync'ed into the spool on the agent's network thread before its\n"
+        "PUBACK; a key change also records its intent (fdatasync) first. Without the spool both\n"
+        "are skipped; the key store and the request ledger write as always.\n");
+    // Latency is the agent's, not Nagle's at the broker (see measure_latency_without_broker_nagle).
+    broker_.stop();
+    std::ofstream(broker_.folder() + "/mosquitto.conf", std::ios::app) << "set_tcp_nodelay true\n";
+    broker_.start();
+    fmt::print("the broker runs with set_tcp_nodelay true\n");
+    struct Place {
+      std::string label;
+      std::string base;
+    };
+    struct Row {
+      std::string place;
+      bool spooled = false;
+      Throughput burst, noop;
+      Figures latency;
+    };
+    std::vector<Row> rows;
+    for (const Place& place :
+         {Place{"disk", options_.spool_disk}, Place{"tmpfs", options_.spool_tmpfs}}) {
+      ScratchDir scratch(place.base);
+      fmt::print("-- state folder and key store under {} ({})\n", scratch.path(),
+                 file_system_of(scratch.path()));
+      for (const bool spooled : {true, false}) {
+        Row row;
+        row.place = place.label;
+        row.spooled = spooled;
+        const std::string label =
+            fmt::format("{}, {}", place.label, spooled ? "spool" : "no spool");
+        const std::string client_id = test::unique_name("pa-bench-spool-");
+        const std::string folder = scratch.path() + "/" + client_id;
+        std::map<std::string, std::string> extra = {{"STATE_DIRECTORY", folder + "/state"},
+                                                    {"PROVISION_KEYS_DIR", folder + "/keys"}};
+        if (!spooled) extra["PA_BENCH_UNSPOOLED"] = "1";
+        MqttClient watcher(broker_.port());
+        watcher.subscribe(fmt::format("provision/agents/{}/status", client_id));
+        Process agent = start_agent(client_id, extra);
+        wait_online(watcher, agent, client_id);
+        std::vector<std::pair<std::string, std::string>> requests;
+        const std::string prefix = test::unique_name("spool-burst-");
+        for (int i = 0; i < options_.devices; ++i) {
+          const std::string device = fmt::format("{}-{}", prefix, i);
+          requests.emplace_back(fmt::format("provision/{}/request", device),
+                                fmt::format(R"({{"request_id":"{}-r"}})", device));
+        }
+        row.burst =
+            run_burst(agent, label + ", burst of generate_and_publish_key", requests, "ok", 600s);
+        row.noop = measure_noop(agent, label + ", publish_key answered not_found", options_.noop,
+                                false, {});
+        row.latency = measure_latency(agent, "ec-p256", options_.latency, ", " + label);
+        stop_agent(agent, label);
+        rows.push_back(std::move(row));
+      }
+    }
+    fmt::print("summary: what the spool costs ({} devices a burst, {} sequential requests)\n",
+               options_.devices, options_.latency);
+    fmt::print("  {:<7} {:<9} {:>16} {:>16} {:>14}\n", "place", "spool", "generate req/s",
+               "no-op req/s", "latency p50");
+    for (const Row& row : rows)
+      fmt::print("  {:<7} {:<9} {:>16.0f} {:>16.0f} {:>11.2f} ms\n", row.place,
+                 row.spooled ? "on" : "off", row.burst.per_second(), row.noop.per_second(),
+                 row.latency.median);
+    for (std::size_t i = 0; i + 1 < rows.size(); i += 2) {
+      const Row& on = rows[i];
+      const Row& off = rows[i + 1];
+      auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+      fmt::print(
+          "  {}: with the spool, generate throughput x{:.2f}, no-op throughput x{:.2f}, p50 "
+          "latency {:+.2f} ms\n",
+          on.place, ratio(on.burst.per_second(), off.burst.per_second()),
+          ratio(on.noop.per_second(), off.noop.per_second()),
+          on.latency.median - off.latency.median);
+    }
     fmt::print("(load average after: {})\n", load_average());
     return failures_ == 0 ? 0 : 1;
   }
@@ -681,13 +794,28 @@ class AgentBench {
 
 }  // namespace
 
-int run_agent(const AgentBenchOptions& options) {
-  // The agent runs with the bench's working folder, but absolute paths read better in the report.
+namespace {
+
+// The agent runs with the bench's working folder, but absolute paths read better in the report.
+AgentBenchOptions with_absolute_paths(const AgentBenchOptions& options) {
   AgentBenchOptions absolute = options;
   absolute.agent = std::filesystem::absolute(options.agent).lexically_normal().string();
   absolute.plugins = std::filesystem::absolute(options.plugins).lexically_normal().string();
+  return absolute;
+}
+
+}  // namespace
+
+int run_agent(const AgentBenchOptions& options) {
+  const AgentBenchOptions absolute = with_absolute_paths(options);
   AgentBench bench(absolute);
   return bench.run();
+}
+
+int run_spool(const AgentBenchOptions& options) {
+  const AgentBenchOptions absolute = with_absolute_paths(options);
+  AgentBench bench(absolute);
+  return bench.run_spool();
 }
 
 }  // namespace pa::bench

@@ -53,19 +53,23 @@ std::vector<double> time_runs(int runs, Work work) {
 std::string load_average();
 
 struct AgentBenchOptions {
-  std::string agent;                   // the provision-agent executable
-  std::string plugins;                 // its PROVISION_PLUGIN_DIR
-  int devices = 1000;                  // burst size
-  int starts = 5;                      // measured starts (after one that creates the agent key)
-  int latency = 200;                   // sequential ec-p256 requests
-  int latency_rsa = 20;                // sequential rsa-2048 requests
-  int noop = 2000;                     // publish_key answered not_found
-  std::vector<std::string> agent_env;  // NAME=VALUE added to (or replacing) the agent's variables
+  std::string agent;                     // the provision-agent executable
+  std::string plugins;                   // its PROVISION_PLUGIN_DIR
+  int devices = 1000;                    // burst size
+  int starts = 5;                        // measured starts (after one that creates the agent key)
+  int latency = 200;                     // sequential ec-p256 requests
+  int latency_rsa = 20;                  // sequential rsa-2048 requests
+  int noop = 2000;                       // publish_key answered not_found
+  std::vector<std::string> agent_env;    // NAME=VALUE added to (or replacing) the agent's variables
+  std::string spool_disk = "/var/tmp";   // spool mode: a folder on disk
+  std::string spool_tmpfs = "/dev/shm";  // spool mode: a folder on tmpfs
 };
 
 // Each returns the process exit status: 0 when every phase completed.
 int run_decrypt(int runs);
 int run_keygen(int runs);
 int run_agent(const AgentBenchOptions& options);
+// The agent with and without its intake spool, the state folder on disk and on tmpfs.
+int run_spool(const AgentBenchOptions& options);
 
 }  // namespace pa::bench

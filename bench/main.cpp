@@ -4,6 +4,9 @@
 //   pa_bench agent --agent PATH --plugins DIR [--devices 1000]
 //                             a real mosquitto and agent on 127.0.0.1: memory, start-up, latency,
 //                             throughput, CPU per request
+//   pa_bench spool --agent PATH --plugins DIR [--disk /var/tmp] [--tmpfs /dev/shm]
+//                             what the intake spool costs: throughput and latency with it and
+//                             without it, the state folder on disk and on tmpfs
 // bench/run.sh builds everything and runs the three modes.
 #include <fmt/format.h>
 
@@ -61,12 +64,36 @@ int main(int argc, char** argv) {
   agent->add_option("--agent-env", agent_options.agent_env,
                     "NAME=VALUE for the agent's environment, after the bench's own (repeatable)");
 
+  pa::bench::AgentBenchOptions spool_options;
+  spool_options.devices = 500;
+  spool_options.noop = 1000;
+  spool_options.latency = 100;
+  CLI::App* spool = app.add_subcommand(
+      "spool", "the agent with and without its intake spool, state on disk and on tmpfs");
+  spool->add_option("--agent", spool_options.agent, "the provision-agent executable")
+      ->required()
+      ->check(CLI::ExistingFile);
+  spool->add_option("--plugins", spool_options.plugins, "the plugin folder (PROVISION_PLUGIN_DIR)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  spool->add_option("--devices", spool_options.devices, "distinct devices in each burst")
+      ->check(CLI::Range(1, 100000));
+  spool->add_option("--noop", spool_options.noop, "publish_key requests answered not_found")
+      ->check(CLI::Range(1, 100000));
+  spool->add_option("--latency", spool_options.latency, "sequential ec-p256 requests")
+      ->check(CLI::Range(1, 100000));
+  spool->add_option("--disk", spool_options.spool_disk, "a folder on disk (default /var/tmp)")
+      ->check(CLI::ExistingDirectory);
+  spool->add_option("--tmpfs", spool_options.spool_tmpfs, "a folder on tmpfs (default /dev/shm)")
+      ->check(CLI::ExistingDirectory);
+
   CLI11_PARSE(app, argc, argv);
   // The agent's broker connection may drop while we write to it; report, do not die.
   std::signal(SIGPIPE, SIG_IGN);
   try {
     if (*decrypt) return pa::bench::run_decrypt(decrypt_runs);
     if (*keygen) return pa::bench::run_keygen(keygen_runs);
+    if (*spool) return pa::bench::run_spool(spool_options);
     return pa::bench::run_agent(agent_options);
   } catch (const std::exception& error) {
     fmt::print(stderr, "pa_bench: {}\n", error.what());

@@ -4,9 +4,10 @@
 #   bench/run.sh [build-folder]          default build-bench; e.g. bench/run.sh | tee bench.txt
 #
 # Installs what is missing (scripts/deps.sh), builds the agent, every bundled plugin and pa_bench
-# with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the three modes of pa_bench:
-# decrypt, keygen (against openssl genpkey) and agent (a real mosquitto and the built agent on
-# 127.0.0.1). Figures depend on the machine and on whatever else runs on it: the load average is
+# with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the four modes of pa_bench:
+# decrypt, keygen (against openssl genpkey), agent (a real mosquitto and the built agent on
+# 127.0.0.1) and spool (the agent with and without its intake spool, its state on disk and on
+# tmpfs). Figures depend on the machine and on whatever else runs on it: the load average is
 # printed before and after each mode, and figures taken while it is high are not comparable.
 # The agent's key store lives under $TMPDIR (default /tmp): TMPDIR=/dev/shm bench/run.sh puts it
 # on tmpfs, which takes the disk's fsync latency out of the figures.
@@ -27,4 +28,6 @@ echo "== uptime before: $(uptime)"
 "$build/bench/pa_bench" decrypt
 "$build/bench/pa_bench" keygen
 "$build/bench/pa_bench" agent --agent "$build/provision-agent" --plugins "$build/plugins"
+# The spool's cost on disk (/var/tmp, never tmpfs on Debian) and on tmpfs (/dev/shm).
+"$build/bench/pa_bench" spool --agent "$build/provision-agent" --plugins "$build/plugins"
 echo "== uptime after: $(uptime)"

@@ -1,5 +1,6 @@
 #include "file_util.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <random>
 #include <system_error>
+#include <vector>
 
 namespace pa::keystore {
 namespace fs = std::filesystem;
@@ -169,6 +171,37 @@ void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode)
   const UniqueFd dir = open_folder_of(path);
   write_file_atomic_at(dir.get(), path.filename().string(), data, mode, std::nullopt,
                        parent_or_dot(path));
+}
+
+std::size_t remove_stale_temp_files(const fs::path& path) {
+  const std::string prefix = "." + path.filename().string() + ".tmp-";
+  UniqueFd dir = open_folder_of(path);
+  // fdopendir takes the descriptor; a second one stays ours for unlinkat.
+  UniqueFd listing(::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!listing) throw_errno(errno, "open folder " + parent_or_dot(path).string());
+  DIR* stream = ::fdopendir(listing.get());
+  if (stream == nullptr) throw_errno(errno, "list folder " + parent_or_dot(path).string());
+  listing.release();
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(stream)) {
+    const std::string name = entry->d_name;
+    struct stat st {};
+    if (name.rfind(prefix, 0) == 0 &&
+        ::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)))
+      stale.push_back(name);
+  }
+  ::closedir(stream);
+  std::size_t removed = 0;
+  for (const std::string& name : stale) {
+    if (::unlinkat(dir.get(), name.c_str(), 0) == 0) {
+      ++removed;
+    } else if (errno != ENOENT) {
+      throw_errno(errno, "remove " + (parent_or_dot(path) / name).string());
+    }
+  }
+  if (removed > 0) fsync_folder(dir.get(), parent_or_dot(path));
+  return removed;
 }
 
 std::string read_file(const fs::path& path) {

@@ -76,6 +76,11 @@ void fsync_dir(const std::filesystem::path& dir);
 // write_temp_file + rename_file + fsync_dir. Throws std::system_error.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode);
 
+// Removes what write_temp_file left of `path` when the process died before its rename: the
+// entries ".<name>.tmp-*" of `path`'s folder that are files or links (a link itself, never what it
+// points to). Returns how many went. Throws std::system_error when the folder cannot be read.
+std::size_t remove_stale_temp_files(const std::filesystem::path& path);
+
 // Reads a whole (small) file. Throws std::system_error.
 std::string read_file(const std::filesystem::path& path);
 

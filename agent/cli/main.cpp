@@ -32,6 +32,9 @@ void install_signal_handlers() {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Past a file size limit (LimitFSIZE=, ulimit -f) a write fails with EFBIG, which the spool
+  // answers storage_failed, instead of SIGXFSZ ending the daemon.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 
 bool is_boolean_variable(const std::string& name) {

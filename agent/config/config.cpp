@@ -472,6 +472,17 @@ std::map<std::string, std::string> environment_variables() {
   return values;
 }
 
+std::chrono::steady_clock::duration test_override_seconds(const char* variable,
+                                                          std::chrono::seconds standard) {
+  const char* text = std::getenv(variable);
+  if (text == nullptr) return standard;
+  char* end = nullptr;
+  const double seconds = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !(seconds > 0) || seconds > 3600) return standard;
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(seconds));
+}
+
 std::map<std::string, std::string> parse_env_file(const std::string& path) {
   const std::string text = read_small_file("--env-file", path);
   EnvFileContents contents;

@@ -2,6 +2,7 @@
 // Configuration (SPEC section 2). Sources, strongest first: command-line flags > process
 // environment > --env-file > MQTT_BROKER_CONFIG JSON > built-in defaults. An invalid value stops
 // start-up with one line naming the variable and the value, and exit status 78.
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -56,6 +57,12 @@ std::optional<bool> parse_boolean(std::string_view text);
 // Reads the process environment for every variable of config_variables() and every
 // PROVISION_PLUGIN_* variable.
 std::map<std::string, std::string> environment_variables();
+
+// Undocumented, for tests only: `variable` (PA_READY_FALLBACK_SECONDS, PA_CONNECT_TIMEOUT_SECONDS)
+// shortens one of SPEC section 8's waits. Seconds, fractions allowed, in (0, 3600]; anything else
+// (or nothing) gives `standard`.
+std::chrono::steady_clock::duration test_override_seconds(const char* variable,
+                                                          std::chrono::seconds standard);
 
 // Reads a file by exactly the rules of systemd's EnvironmentFile= (env_file.hpp). Lines systemd
 // ignores are logged as warnings; what makes systemd refuse the file (a NUL byte, invalid UTF-8)

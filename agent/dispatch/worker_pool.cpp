@@ -19,9 +19,9 @@ WorkerPool::~WorkerPool() {
   stop(std::chrono::steady_clock::now());
 }
 
-bool WorkerPool::submit(const std::string& device, Job job) {
+bool WorkerPool::submit(const std::string& device, Job job, bool admitted) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!accepting_ || waiting_ >= max_waiting_) return false;
+  if (!accepting_ || (!admitted && waiting_ >= max_waiting_)) return false;
   auto& queue = queues_[device];
   queue.push_back(std::move(job));
   ++waiting_;
@@ -82,6 +82,11 @@ std::size_t WorkerPool::stop(std::chrono::steady_clock::time_point deadline) {
     if (thread.joinable()) thread.join();
   threads_.clear();
   return abandoned;
+}
+
+bool WorkerPool::has_room() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return waiting_ < max_waiting_;
 }
 
 std::size_t WorkerPool::waiting() const {

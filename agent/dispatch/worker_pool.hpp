@@ -24,8 +24,13 @@ class WorkerPool {
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   // Queues a job behind the device's earlier jobs. false when max_waiting jobs already wait
-  // or the pool is stopping; the job is then not run.
-  bool submit(const std::string& device, Job job);
+  // (unless `admitted`: the caller has bounded it already, e.g. a request recovered from the
+  // intake spool) or the pool is stopping; the job is then not run.
+  bool submit(const std::string& device, Job job, bool admitted = false);
+
+  // Whether a job submitted now would find fewer than max_waiting jobs waiting. Only the caller's
+  // own submits add jobs, so a true stays true until it submits.
+  bool has_room() const;
 
   // Stops taking jobs, lets workers finish what is queued until `deadline`, then abandons the
   // rest and joins. Returns the number of abandoned jobs.

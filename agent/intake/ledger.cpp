@@ -103,6 +103,9 @@ RequestLedger::RequestLedger(fs::path state_dir, std::int64_t max_skew_seconds, 
       log_info("removed {} (the replay memory of an earlier version)",
                (state_dir_ / retired).string());
   }
+  // A crash while ledger.json was folded or the journal repaired leaves their copies.
+  for (const char* file : {kSnapshotFile, kJournalFile})
+    keystore::remove_stale_temp_files(state_dir_ / file);
   load();
 }
 

@@ -301,6 +301,11 @@ SpoolImage read_spool_image(std::string_view bytes) {
 
 IntakeSpool::IntakeSpool(const fs::path& state_dir, std::size_t capacity)
     : dir_(state_dir), path_(state_dir / kSpoolFile), capacity_(capacity) {
+  // A crash while the file was rewritten (below, or compacted) leaves its copy: one per crash,
+  // up to the spool's size each, in a crash loop.
+  if (const std::size_t removed = keystore::remove_stale_temp_files(path_))
+    log_info("removed {} temporary copy(ies) of {} left by an interrupted rewrite", removed,
+             path_.string());
   fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd_) throw_errno(fmt::format("open {}", path_.string()));
   struct stat st {};

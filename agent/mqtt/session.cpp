@@ -22,7 +22,8 @@ namespace {
 
 constexpr int kQos = 1;
 // A broker that accepted TCP but has not answered CONNECT by then (or whose SYNs vanish) is
-// given up on, and the next attempt follows the back-off.
+// given up on, and the next attempt follows the back-off. Tests shorten it with the undocumented
+// PA_CONNECT_TIMEOUT_SECONDS.
 constexpr auto kConnectTimeout = std::chrono::seconds(30);
 
 void init_library() {
@@ -109,7 +110,8 @@ Session::Session(const Config& config, std::string status_topic, std::string onl
     : config_(config),
       status_topic_(std::move(status_topic)),
       online_payload_(std::move(online_payload)),
-      handlers_(std::move(handlers)) {
+      handlers_(std::move(handlers)),
+      connect_timeout_(test_override_seconds("PA_CONNECT_TIMEOUT_SECONDS", kConnectTimeout)) {
   init_library();
   // clean_session=false: the broker keeps our subscriptions and queues QoS 1 requests while we
   // are away (SPEC section 3).
@@ -242,13 +244,14 @@ void Session::run(const std::atomic<bool>& stop) {
       schedule_retry(fmt::format("connection to {}:{} lost: {}", config_.mqtt_host,
                                  config_.mqtt_port, describe_rc(rc)));
     if (socket_open_ && !connected_ &&
-        std::chrono::steady_clock::now() - socket_opened_ > kConnectTimeout) {
+        std::chrono::steady_clock::now() - socket_opened_ > connect_timeout_) {
       // shutdown(2) ends a connect that is still waiting for its SYN-ACK, or a CONNECT nobody
       // answers; libmosquitto then sees the socket fail and closes it itself.
       if (const int fd = mosquitto_socket(client_.get()); fd >= 0) ::shutdown(fd, SHUT_RDWR);
       mosquitto_loop(client_.get(), 10, 1);
-      schedule_retry(fmt::format("broker {}:{} did not answer within {} s", config_.mqtt_host,
-                                 config_.mqtt_port, kConnectTimeout.count()));
+      schedule_retry(fmt::format("broker {}:{} did not answer within {:g} s", config_.mqtt_host,
+                                 config_.mqtt_port,
+                                 std::chrono::duration<double>(connect_timeout_).count()));
     }
     tick();
   }

@@ -139,6 +139,7 @@ class Session {
   int connect_rc_ = 0;
   int connect_errno_ = 0;
   std::chrono::steady_clock::time_point socket_opened_{};
+  std::chrono::steady_clock::duration connect_timeout_;  // for the CONNACK (SPEC section 8)
   int attempts_ = 0;
   std::chrono::steady_clock::time_point next_attempt_{};
   int subscribe_mid_ = -1;     // the SUBSCRIBE whose SUBACK makes us ready

@@ -8,8 +8,10 @@
 #include <csignal>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 namespace pa::test {
 
@@ -80,6 +82,51 @@ std::string Agent::device_dir(const std::string& device, const std::string& user
   return user.empty() ? keys_dir() + "/" + device : keys_dir() + "/" + user + "/" + device;
 }
 
+PluginFolder::PluginFolder() : plugins_(dir_.file("plugins")), markers_(dir_.file("markers")) {
+  namespace fs = std::filesystem;
+  fs::create_directories(plugins_ + "/exec.d");
+  fs::create_directories(markers_);
+  for (const char* name : {"keygen.so", "revoke.so", "exec.so"})
+    fs::copy_file(fs::path(PA_PLUGIN_BUILD_DIR) / name, fs::path(plugins_) / name);
+  // Not group- or world-writable, whatever the umask: the loader refuses such folders.
+  for (const std::string& folder : {dir_.path(), plugins_, plugins_ + "/exec.d"})
+    ::chmod(folder.c_str(), 0755);
+}
+
+void PluginFolder::add_executable(const std::string& name, const std::string& body) {
+  const std::string path = plugins_ + "/exec.d/" + name;
+  write_file(path, body, 0755);
+  ::chmod(path.c_str(), 0755);
+}
+
+void PluginFolder::add_hold_action(const std::string& name) {
+  add_executable(name,
+                 "#!/bin/sh\n"
+                 "touch " +
+                     shell_quote(markers_) +
+                     "/started-\"$DEVICE_ID\"\n"
+                     "i=0\n"
+                     "while [ ! -e " +
+                     shell_quote(markers_) +
+                     "/release-\"$DEVICE_ID\" ] && "
+                     "[ $i -lt 500 ]; do sleep 0.05; i=$((i + 1)); done\n"
+                     "echo released\n");
+}
+
+bool PluginFolder::wait_started(const std::string& device,
+                                std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!file_exists(markers_ + "/started-" + device)) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+void PluginFolder::release(const std::string& device) const {
+  write_file(markers_ + "/release-" + device, "");
+}
+
 std::vector<std::string> agent_command() {
   std::vector<std::string> command;
   std::istringstream emulator(PA_AGENT_EMULATOR);
@@ -143,6 +190,14 @@ std::string openssl_fingerprint(const std::string& public_pem_path) {
                               [](char c) { return c == '=' || c == '\n' || c == '\r'; }),
                base64.end());
   return "SHA256:" + base64;
+}
+
+std::vector<Message> responses_with_id(const MqttClient& observer, const std::string& device,
+                                       const std::string& request_id) {
+  std::vector<Message> found;
+  for (Message& message : observer.messages("provision/" + device + "/response"))
+    if (with_request_id(request_id)(message)) found.push_back(std::move(message));
+  return found;
 }
 
 std::string error_code(const rapidjson::Value& response) {

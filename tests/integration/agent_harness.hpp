@@ -47,6 +47,7 @@ class Agent {
   const std::string& client_id() const { return client_id_; }
   const std::string& root() const { return root_.path(); }
   std::string keys_dir() const { return root_.file("sensor_keys"); }
+  std::string state_dir() const { return root_.file("state"); }
   // <keys>/<user>/<device> or <keys>/<device> without a user.
   std::string device_dir(const std::string& device, const std::string& user = {}) const;
   std::string status_topic() const { return "provision/agents/" + client_id_ + "/status"; }
@@ -57,6 +58,28 @@ class Agent {
   std::map<std::string, std::string> env_;
   std::string client_id_;
   std::optional<Process> process_;
+};
+
+// A PROVISION_PLUGIN_DIR of its own: copies of the bundled plugins and an exec.d whose executables
+// serve actions (SPEC section 6), with the modes the loader and the exec plugin demand.
+class PluginFolder {
+ public:
+  PluginFolder();
+  const std::string& path() const { return plugins_; }
+  // Adds exec.d/<name> with `body` (a script with its #! line).
+  void add_executable(const std::string& name, const std::string& body);
+  // Adds the action `name`, which holds a device's queue for as long as a test needs without
+  // timing anything: it leaves a marker when it starts and returns once release() was called for
+  // its device (or after 25 s, within PROVISION_EXEC_TIMEOUT's default 30 s).
+  void add_hold_action(const std::string& name = "hold");
+  // Waits (bounded) until the hold action started for `device`.
+  bool wait_started(const std::string& device, std::chrono::milliseconds timeout = 10s) const;
+  void release(const std::string& device) const;
+
+ private:
+  TempDir dir_;
+  std::string plugins_;
+  std::string markers_;
 };
 
 // The command that runs the agent under test: PA_AGENT_EMULATOR's words first when it is not
@@ -84,6 +107,10 @@ std::optional<Message> wait_key(MqttClient& observer, const std::string& device,
 // "SHA256:" + unpadded base64 of the SHA-256 of the DER of a public key PEM file, computed with
 // the openssl CLI.
 std::string openssl_fingerprint(const std::string& public_pem_path);
+
+// Every response on provision/<device>/response with this request_id, in arrival order.
+std::vector<Message> responses_with_id(const MqttClient& observer, const std::string& device,
+                                       const std::string& request_id);
 
 // error.code of a response ("" when absent).
 std::string error_code(const rapidjson::Value& response);

@@ -405,9 +405,9 @@ TEST_F(ExecPlugin, WhatAnActionStartedDiesWithTheAgent) {
       << "the action outlived the agent";
 }
 
-// A parent's ignored signals and blocked mask survive exec. The agent ignores SIGPIPE itself; here
-// it is also started with SIGUSR1 ignored and SIGUSR2 blocked, and none of it may reach the
-// action. The script is bash because dash clears the signal mask when it starts.
+// A parent's ignored signals and blocked mask survive exec. The agent ignores SIGPIPE and SIGXFSZ
+// itself; here it is also started with SIGUSR1 ignored and SIGUSR2 blocked, and none of it may
+// reach the action. The script is bash because dash clears the signal mask when it starts.
 TEST_F(ExecPlugin, TheActionStartsWithDefaultSignalHandling) {
   const std::string report = dir_.file("signals");
   script("signals",
@@ -438,10 +438,11 @@ TEST_F(ExecPlugin, TheActionStartsWithDefaultSignalHandling) {
       "provision/agents/" + client_id + "/status", kOnlineTimeout,
       [](const Message& message) { return message.payload.find("online") != std::string::npos; });
   ASSERT_TRUE(online) << agent.log();
-  // The premise: the agent itself runs with SIGUSR1 and SIGPIPE ignored and SIGUSR2 blocked.
+  // The premise: the agent itself runs with SIGUSR1, SIGPIPE and SIGXFSZ ignored and SIGUSR2
+  // blocked.
   const std::string agent_status = read_file(fmt::format("/proc/{}/status", agent.pid()));
   EXPECT_NE(agent_status.find("SigBlk:\t0000000000000800"), std::string::npos) << agent_status;
-  EXPECT_NE(agent_status.find("SigIgn:\t0000000000001200"), std::string::npos) << agent_status;
+  EXPECT_NE(agent_status.find("SigIgn:\t0000000001001200"), std::string::npos) << agent_status;
 
   observer->publish("provision/pump01/request", R"({"action":"signals","request_id":"i-1"})");
   auto response = wait_response(*observer, "pump01", "i-1");
