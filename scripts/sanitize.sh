@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds provision-agent with sanitizers in a build folder of its own and runs tests under them
-# (the top CMakeLists' PA_SANITIZE), compiled with clang:
-#   asan  AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer over every unit and
-#         integration test but those that cannot run this build's binaries meaningfully (below)
-#   tsan  ThreadSanitizer over the tests that drive threads: the worker pool, the replay guard's
-#         concurrent admits, and the agent's threads in bursts, sessions, a full queue, the drain
-#         on SIGTERM, and the service notifications that read the workers' counters
+# Builds provision-agent with sanitizers (the top CMakeLists' PA_SANITIZE), with clang, in a build
+# folder of its own, and runs every unit and integration test under them, but for the two that
+# cannot run this build's binaries meaningfully (below):
+#   asan  AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer
+#   tsan  ThreadSanitizer: the worker pool's and the replay guard's threads in the unit tests, and
+#         in every integration test the agent's (network thread, event loop, workers), under
+#         bursts, a full queue, reconnects and the drain on SIGTERM
 # A finding fails the stage. A test process with a finding fails its test (UBSan does not
 # recover; ASan, LeakSanitizer and TSan end it with a non-zero status), and every report of every
 # sanitized process, agents the tests start included, lands in <build>/sanitizer-reports: each is
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 
-usage() { sed -n '14s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n 's/^# Usage: /usage: /p' "$0" >&2; exit 2; }
 mode=${1:-}
 case $mode in
   asan) sanitize=address,undefined ;;
@@ -26,15 +26,13 @@ esac
 build=${2:-build-$mode}
 say() { echo "sanitize.sh $mode: $*"; }
 
-# Left out of asan, because nothing of this build runs in them under its sanitizers:
+# Left out, because nothing of this build runs in them under its sanitizers:
 # - package_test configures, builds and installs a package of its own from the sources, without
 #   PA_SANITIZE (a sanitized package would not be the one shipped); scripts/test.sh runs it.
 # - ServiceExit.OneOnAnotherFatalError makes thread creation fail with `ulimit -v 1048576`; a
 #   sanitized agent reserves terabytes of shadow address space at start and cannot even start
 #   under that limit, so the test would see the sanitizer fail instead of the agent.
-asan_exclude='^(package_test|ServiceExit\.OneOnAnotherFatalError)$'
-tsan_unit='^(WorkerPool|ReplayGuard)\.'
-tsan_integration='^(AgentBurst\.|AgentSession\.|ExecPlugin\.(AFullQueueIsAnsweredBusy|SigtermFinishesTheRequestInFlight)$|ServiceNotify\.|ServiceExit\.ZeroOnSigtermAndSigint$)'
+excluded='^(package_test|ServiceExit\.OneOnAnotherFatalError)$'
 
 # clang: one runtime per sanitizer, so UBSan's reports follow ASan's into the report folder (gcc's
 # separate libubsan writes them to stderr only, where an agent's may never be read), and half of
@@ -45,24 +43,15 @@ scripts/deps.sh clang libclang-rt-14-dev
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPA_WERROR=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPA_SANITIZE="$sanitize" >/dev/null
 reports=$build/sanitizer-reports
-if [ "$mode" = asan ]; then
-  # All but the benchmarks, which no test runs.
-  cmake --build "$build" -j"$(nproc)" --target provision-agent keygen revoke exec \
-    pa_fixture_plugins unit_tests integration_tests
-else
-  cmake --build "$build" -j"$(nproc)" --target unit_tests integration_tests
-fi
+# All but the benchmarks, which no test runs.
+cmake --build "$build" -j"$(nproc)" --target provision-agent keygen revoke exec pa_fixture_plugins \
+  unit_tests integration_tests
 built=$SECONDS
 
 rm -rf "$reports"
 mkdir -p "$reports"
 status=0
-if [ "$mode" = asan ]; then
-  ctest --test-dir "$build" --output-on-failure -j2 --timeout 300 -E "$asan_exclude" || status=$?
-else
-  ctest --test-dir "$build" --output-on-failure -j2 --timeout 300 --no-tests=error \
-    -R "$tsan_unit|$tsan_integration" || status=$?
-fi
+ctest --test-dir "$build" --output-on-failure -j2 --timeout 300 -E "$excluded" || status=$?
 tested=$SECONDS
 
 found=$(find "$reports" -type f | sort)
