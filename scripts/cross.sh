@@ -36,7 +36,7 @@ case $arch in
 esac
 build=$(realpath -m "${build:-build-$arch}")
 toolchain=$PWD/packaging/toolchains/$triplet.cmake
-dev_packages=(libmosquitto-dev libcrypto++-dev libfmt-dev libsystemd-dev libgtest-dev)
+dev_packages=(libmosquitto-dev libcrypto++-dev libssl-dev libfmt-dev libsystemd-dev libgtest-dev)
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
 say() { echo "cross.sh $arch: $*"; }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages provision-agent needs to build, run and test, when missing.
-# Uses sudo only when not already root (as a Pi user runs it). Extra package names may be passed.
+# Uses sudo only when not already root (as a Pi user runs it). Extra package names may be passed:
+# scripts/cross.sh passes its cross compiler and qemu-user, scripts/sanitize.sh clang and
+# libclang-rt-14-dev (the sanitizer runtimes, which clang only recommends).
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libmosquitto-dev libcrypto++-dev rapidjson-dev libcli11-dev libfmt-dev libsystemd-dev
+  libmosquitto-dev libcrypto++-dev libssl-dev rapidjson-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev googletest
   mosquitto mosquitto-clients openssl python3 python3-pycryptodome
   systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests

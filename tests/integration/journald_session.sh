@@ -1,10 +1,13 @@
 #!/bin/sh
 # Runs provision-agent under a real, private systemd-journald, as systemd runs a service: stderr
 # on journald's stream socket and JOURNAL_STREAM naming it. Called by service_test.cpp as
-#   unshare --mount --fork --kill-child=SIGTERM sh journald_session.sh WORK_DIR AGENT_COMMAND...
-# (AGENT_COMMAND: the binary, after the emulator's words in a cross build)
+#   unshare [--user --map-root-user] --mount --fork --kill-child=SIGTERM \
+#     sh journald_session.sh WORK_DIR AGENT_COMMAND...
+# (AGENT_COMMAND: the binary, after the emulator's words in a cross build; --user for a caller
+# who is not root, or the whole through `sudo -n env ...` where user namespaces are not allowed)
 # so the tmpfs mounted on /run (where journald puts its sockets and the runtime journal) is seen
-# by nothing outside. The agent gets this script's environment (broker on 127.0.0.1, key store).
+# by nothing outside. The agent gets this script's environment (broker on 127.0.0.1, key store);
+# when PA_AGENT_UID and PA_AGENT_GID are set (under sudo), it runs as that user and group.
 #
 # Steps: start journald; start the agent; wait (bounded) until WORK_DIR/stop exists; SIGTERM the
 # agent and write its exit status to WORK_DIR/agent.exit; export the journal as JSON to
@@ -44,11 +47,16 @@ while [ ! -S /run/systemd/journal/stdout ] || [ ! -S /run/systemd/journal/socket
   i=$((i + 1))
 done
 
+as_user=
+if [ -n "${PA_AGENT_UID:-}" ]; then
+  as_user="setpriv --reuid=$PA_AGENT_UID --regid=${PA_AGENT_GID:?} --clear-groups"
+fi
+
 # systemd-cat connects stdout and stderr to journald's stream socket and execs the command; the
 # shell then sets JOURNAL_STREAM to that socket's device:inode, as systemd does for a service,
 # and execs the agent, so $! is the agent's PID.
-# shellcheck disable=SC2016
-systemd-cat --identifier=provision-agent sh -c \
+# shellcheck disable=SC2016,SC2086
+systemd-cat --identifier=provision-agent $as_user sh -c \
   'export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"; exec "$@" run' sh "$@" &
 agent_pid=$!
 echo "$agent_pid" >"$work/agent.pid"
