@@ -317,14 +317,26 @@ check_security() {
   awk -v s="$installed_score" 'BEGIN { exit !(s <= 2.0) }' ||
     fail "the installed unit's exposure is $installed_score, above 2.0:" \
       "$(grep '✗' <<<"$offline" | head -n 8 | tr -s ' ' | tr '\n' ';')"
+  # What the kernel shows of the hardening on the running agent: no capabilities, no new
+  # privileges, a seccomp filter (mode 2).
+  local pid seen
+  pid=$(prop MainPID)
+  status_of() { sed -n "s/^$1:[[:space:]]*//p" "/proc/$pid/status"; }
+  seen="NoNewPrivs $(status_of NoNewPrivs), CapEff $(status_of CapEff), CapBnd $(status_of CapBnd)"
+  seen+=", Seccomp $(status_of Seccomp)"
+  [ "$(status_of NoNewPrivs)" = 1 ] && [ "$(status_of CapEff)" = 0000000000000000 ] &&
+    [ "$(status_of CapBnd)" = 0000000000000000 ] || fail "MainPID $pid has $seen"
   if [ "$EMULATED" = 1 ]; then
+    # Under qemu-user systemd finds no seccomp and skips SystemCallFilter= and the other
+    # seccomp-based settings: they are in force only on a native run.
     pass "installed unit: exposure $installed_score; as loaded here with $EMULATION_DROPIN" \
-      "(qemu-user): $loaded_score"
+      "(qemu-user): $loaded_score; MainPID $pid: $seen (no seccomp filter under qemu-user)"
   fi
+  [ "$(status_of Seccomp)" = 2 ] || fail "MainPID $pid runs without a seccomp filter: $seen"
   awk -v s="$loaded_score" 'BEGIN { exit !(s <= 2.0) }' ||
     fail "the loaded unit's exposure is $loaded_score, above 2.0"
   pass "exposure $installed_score (installed file, offline) and $loaded_score (loaded unit," \
-    "online) <= 2.0"
+    "online) <= 2.0; MainPID $pid: $seen"
 }
 
 # The env file as systemd reads it (the running service's environment) equals what
