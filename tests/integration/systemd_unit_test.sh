@@ -54,7 +54,10 @@ fi
 env -i PATH="$PATH" "$agent" config >"$work/config.txt" 2>&1 ||
   fail "provision-agent config failed: $(cat "$work/config.txt")"
 sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$work/config.txt" | sort >"$work/known"
-sed -n 's/^#\{0,1\}\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$env_file" | sort >"$work/listed"
+sed -n 's/^#\{0,1\}\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$env_file" | sort >"$work/listed.all"
+uniq "$work/listed.all" >"$work/listed"
+twice=$(uniq -d "$work/listed.all")
+[ -z "$twice" ] || fail "agent.env lists more than once: $twice"
 [ "$(sed -n 's/^\([A-Z_][A-Z0-9_]*=.*\)/\1/p' "$env_file")" = 'PROVISION_KEY_GROUP=provision-keys' ] ||
   fail "agent.env sets other than PROVISION_KEY_GROUP=provision-keys: $(grep '^[A-Z]' "$env_file")"
 [ -s "$work/known" ] || fail "provision-agent config printed no variables"
