@@ -23,7 +23,8 @@ for line in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=30' \
   'StateDirectory=provision-agent' 'StateDirectoryMode=0750' 'User=provision-agent' \
   'Group=provision-keys' 'LimitCORE=0' 'Restart=always' 'RestartSec=10' 'RestartPreventExitStatus=78' \
   'After=network-online.target time-sync.target' 'Wants=network-online.target' \
-  'WantedBy=multi-user.target' 'ProtectSystem=strict' 'UMask=0077'; do
+  'WantedBy=multi-user.target' 'ProtectSystem=strict' 'UMask=0077' \
+  'SystemCallFilter=@chown'; do
   grep -qxF "$line" "$unit" || fail "$unit lacks the line: $line"
 done
 
