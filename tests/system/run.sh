@@ -23,7 +23,7 @@ source_dir=$PWD
 started=$SECONDS
 
 usage() {
-  sed -n '8,17s/^# \{0,1\}//p' "$0" >&2
+  sed -n '8,16s/^# \{0,1\}//p' "$0" >&2
   exit 2
 }
 native_arch=$(dpkg --print-architecture)
