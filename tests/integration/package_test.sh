@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Debian package end to end (SPEC section 9): build it with cpack in a build folder of its own
 # configured with -DCMAKE_INSTALL_PREFIX=/usr, lintian it, install it with dpkg -i on this machine,
-# check the files, modes, conffile, system user and unit enablement, run the installed agent,
-# reinstall it (the upgrade path), remove it, purge it, and check that nothing is left behind.
+# check the files, modes, conffile, system user, key group and unit enablement, run the installed
+# agent, reinstall it (the upgrade path), remove it, purge it, and check that nothing is left
+# behind; then once more with a provision-keys group made by the administrator, which purge keeps.
 # Usage: package_test.sh SOURCE_DIR BUILD_DIR. Needs root (dpkg -i), as the CI runs it.
 set -euo pipefail
 
@@ -22,12 +23,14 @@ if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'installed\|con
     "(dpkg --purge $package first)"
 fi
 getent passwd "$package" >/dev/null && fail "a user $package exists before the install"
+getent group provision-keys >/dev/null && fail "a group provision-keys exists before the install"
 
-# Whatever happens below, the machine is left without the package.
+# Whatever happens below, the machine is left without the package and the group.
 purge_on_exit() {
   if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'installed\|config-files'; then
     dpkg --purge "$package" >/dev/null 2>&1 || true
   fi
+  if getent group provision-keys >/dev/null; then groupdel provision-keys || true; fi
 }
 trap purge_on_exit EXIT
 
@@ -98,15 +101,20 @@ dpkg-query -W -f='${Conffiles}\n' "$package" | grep -q '^ /etc/provision-agent/a
   fail "agent.env is not a conffile"
 cmp -s /etc/provision-agent/agent.env "$source_dir/systemd/agent.env" || fail "agent.env differs"
 
-step "system user, state folder, unit enabled"
+step "system user, key group, state folder, unit enabled"
 entry=$(getent passwd "$package") || fail "no user $package"
-IFS=: read -r _ _ uid _ _ home shell <<<"$entry"
+IFS=: read -r _ _ uid gid _ home shell <<<"$entry"
 [ "$uid" -lt 1000 ] || fail "$package is not a system user (uid $uid)"
 [ "$home" = /var/lib/provision-agent ] || fail "home is $home"
 case "$shell" in */nologin | */false) ;; *) fail "login shell $shell" ;; esac
-getent group "$package" >/dev/null || fail "no group $package"
-[ "$(stat -c '%a %U:%G' /var/lib/provision-agent)" = "700 $package:$package" ] ||
+group_entry=$(getent group provision-keys) || fail "no group provision-keys"
+IFS=: read -r _ _ keys_gid _ <<<"$group_entry"
+[ "$keys_gid" -lt 1000 ] || fail "provision-keys is not a system group (gid $keys_gid)"
+[ "$gid" = "$keys_gid" ] || fail "the primary group of $package is $gid, not provision-keys"
+[ "$(stat -c '%a %U:%G' /var/lib/provision-agent)" = "750 $package:provision-keys" ] ||
   fail "/var/lib/provision-agent is $(stat -c '%a %U:%G' /var/lib/provision-agent)"
+grep -qx 'PROVISION_KEY_GROUP=provision-keys' /etc/provision-agent/agent.env ||
+  fail "agent.env does not set PROVISION_KEY_GROUP=provision-keys"
 [ "$(readlink /etc/systemd/system/multi-user.target.wants/provision-agent.service)" = \
   /lib/systemd/system/provision-agent.service ] || fail "the unit is not enabled"
 
@@ -137,6 +145,7 @@ dpkg -r "$package"
 [ ! -e /usr/bin/provision-agent ] || fail "/usr/bin/provision-agent is left after remove"
 [ -f /etc/provision-agent/agent.env ] || fail "remove took the conffile"
 getent passwd "$package" >/dev/null || fail "remove took the user"
+getent group provision-keys >/dev/null || fail "remove took the group provision-keys"
 
 step "dpkg --purge leaves nothing behind"
 dpkg --purge "$package"
@@ -152,7 +161,17 @@ for path in /etc/provision-agent /var/lib/provision-agent "${plugin_dir%/plugins
   if [ -e "$path" ] || [ -L "$path" ]; then fail "$path is left after purge"; fi
 done
 ! getent passwd "$package" >/dev/null || fail "the user $package is left after purge"
-! getent group "$package" >/dev/null || fail "the group $package is left after purge"
+! getent group "$package" >/dev/null || fail "a group $package is left after purge"
+! getent group provision-keys >/dev/null || fail "the group provision-keys is left after purge"
 ! dpkg-query -W "$package" >/dev/null 2>&1 || fail "dpkg still knows $package"
+
+step "a provision-keys group made before the install stays after purge"
+groupadd --system provision-keys
+dpkg -i "$deb" >/dev/null
+[ "$(id -gn "$package")" = provision-keys ] || fail "the user's group is $(id -gn "$package")"
+dpkg --purge "$package" >/dev/null
+getent group provision-keys >/dev/null || fail "purge removed a group the package did not create"
+! getent passwd "$package" >/dev/null || fail "the user $package is left after purge"
+groupdel provision-keys
 
 echo "package_test: OK ($deb)"
