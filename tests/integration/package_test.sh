@@ -17,7 +17,17 @@ fail() {
 }
 step() { echo "== $*"; }
 
-[ "$(id -u)" -eq 0 ] || fail "must run as root: it installs the package with dpkg -i"
+# dpkg -i needs root: another user runs this script again through sudo -n (as scripts/deps.sh
+# gets root for apt-get), and gets the build folder back afterwards.
+if [ "$(id -u)" -ne 0 ]; then
+  sudo -n true 2>/dev/null ||
+    fail "must run as root or with sudo -n (without a password): it installs the package with dpkg -i"
+  mkdir -p "$build_dir"
+  status=0
+  sudo -n "$0" "$source_dir" "$build_dir" || status=$?
+  sudo -n chown -R "$(id -u):$(id -g)" "$build_dir"
+  exit $status
+fi
 if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'installed\|config-files'; then
   fail "$package is already installed here; the test installs and purges its own build" \
     "(dpkg --purge $package first)"
