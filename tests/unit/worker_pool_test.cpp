@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "test_support.hpp"
-#include "worker_pool.hpp"
+#include "dispatch/worker_pool.hpp"
 
 namespace pa {
 namespace {
