@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "intake/request.hpp"
 #include "intake/spool.hpp"
@@ -29,6 +30,8 @@ struct HostServices {
   // Records, fsynced, that request `seq` is about to change a device's key (SPEC 3.4), so that
   // serving it again after a crash does not change it twice. false: it could not be recorded.
   std::function<bool(std::uint64_t seq, const ChangeIntent& intent)> begin_change;
+  // Where key operations are recorded (SPEC section 5); none: not recorded.
+  audit::AuditLog* audit = nullptr;
 };
 
 // One loaded plugin's view of the host (SPEC section 6): its own function table whose handle
