@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -221,6 +222,24 @@ TEST_F(AuditTest, KeyRequestsLeaveChainedEntriesThatAnIndependentVerifierAccepts
       std::string::npos)
       << verified.output;
   EXPECT_EQ(agent->stop(), 0);
+}
+
+TEST_F(AuditTest, APublicKeyRewrittenFromThePrivateKeyIsRecordedAsARepair) {
+  auto generated = request("pH01", "", "gen");
+  ASSERT_EQ(json_string(generated, "status"), "ok");
+  ASSERT_EQ(::unlink((agent->device_dir("pH01") + "/sensor_public.pem").c_str()), 0);
+  ASSERT_EQ(json_string(request("pH01", R"(,"action":"publish_key")", "pub"), "status"), "ok");
+  EXPECT_TRUE(file_exists(agent->device_dir("pH01") + "/sensor_public.pem"));
+
+  const auto lines = lines_of(read_file(audit_log()));
+  ASSERT_EQ(lines.size(), 4u) << read_file(audit_log());
+  const auto repair = parse_json(lines[2]);
+  EXPECT_EQ(json_string(repair, "action"), "repair");
+  EXPECT_EQ(json_string(repair, "request_id"), "pub");
+  EXPECT_EQ(json_string(repair, "fingerprint"), json_string(generated, "fingerprint"));
+  EXPECT_EQ(json_string(repair, "outcome"), "ok");
+  EXPECT_EQ(json_string(parse_json(lines[3]), "action"), "publish");
+  EXPECT_EQ(python_chain(state()).exit_code, 0);
 }
 
 // A log of 12 entries to tamper with, and what `audit verify` says about each change.
