@@ -103,8 +103,8 @@ bool AuditLog::open_locked() {
     if (!fd_) throw_errno("cannot open " + path.string());
     const std::string content = keystore::read_fd(fd_.get(), path);
     // A last line without its "\n" is an append a crash interrupted.
-    const std::size_t complete =
-        content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
+    const std::size_t last_newline = content.rfind('\n');
+    const std::size_t complete = last_newline == std::string::npos ? 0 : last_newline + 1;
     const std::uint64_t torn = content.size() - complete;
     if (torn > 0) {
       if (::ftruncate(fd_.get(), static_cast<off_t>(complete)) != 0 || ::fdatasync(fd_.get()) != 0)

@@ -121,8 +121,11 @@ int run_audit_verify(const Config& config, const AuditCommand& command, std::FIL
                            "by a crash were cut off when the agent started",
                            seal.seq, where(seal.file, seal.line), seal.cut_bytes));
   if (!report.intact()) {
-    print(out, fmt::format("FAIL seq {} ({}): {}: {}", report.seq, where(report.file, report.line),
-                           audit::to_string(report.problem), report.detail));
+    // seq 0: the log may begin anywhere and its first line is unreadable.
+    print(out, fmt::format("FAIL {} ({}): {}: {}",
+                           report.seq ? fmt::format("seq {}", report.seq) : "the first entry",
+                           where(report.file, report.line), audit::to_string(report.problem),
+                           report.detail));
     return 1;
   }
   if (report.entries == 0)
