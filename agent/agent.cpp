@@ -10,11 +10,11 @@
 #include <system_error>
 #include <vector>
 
+#include "audit/jws.hpp"
 #include "base/json_writer.hpp"
 #include "base/log.hpp"
 #include "base/text.hpp"
 #include "base/time.hpp"
-#include "intake/jws.hpp"
 #include "keystore/errors.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/permissions.hpp"
@@ -101,6 +101,22 @@ std::string online_message(const Config& config, const std::string& agent_public
   return json.str();
 }
 
+// The audit checkpoint of SPEC section 5, signed with the agent key (read for this signature
+// only, then wiped).
+std::string signed_checkpoint(const audit::Head& head, const AgentKey& agent_key,
+                              std::optional<gid_t> key_group) {
+  std::string pem = keystore::read_private_file(agent_key.path, key_group, "agent key ");
+  try {
+    const std::string signature = audit::jws_rs256(audit::checkpoint_payload(head), pem,
+                                                   keystore::fingerprint(agent_key.public_pem));
+    e2ee::wipe(pem);
+    return audit::checkpoint_message(head, signature);
+  } catch (...) {
+    e2ee::wipe(pem);
+    throw;
+  }
+}
+
 }  // namespace
 
 std::string status_topic(const Config& config) {
@@ -173,8 +189,11 @@ Agent::Agent(Config config)
       std::string& text;
       ~Wipe() { e2ee::wipe(text); }
     } wipe{pem};
-    return jws_rs256(statement, pem, keystore::fingerprint(agent_key_.public_pem));
+    return audit::jws_rs256(statement, pem, keystore::fingerprint(agent_key_.public_pem));
   };
+  // Seals a torn last entry now, before anything is served; never fatal.
+  audit_ = std::make_unique<audit::AuditLog>(config_.state_dir);
+  services_.audit = audit_.get();
   plugins_ = plugin::PluginSet::load(config_, services_);
   if (!plugins_.find(kActionGenerate))
     throw ConfigError(fmt::format(
@@ -214,7 +233,19 @@ Agent::Agent(Config config)
                               [this] { notifier_.subscribed(service_state()); },
                               [this] {
                                 if (notifier_.active()) notifier_.tick(service_state());
+                                audit_->tick();  // the hourly checkpoint
                               }});
+  audit_->set_checkpoint_sink([this](const audit::Head& head) {
+    try {
+      return session_
+          ->publish(topics::agent_audit(config_.provision_topic_base, config_.mqtt_client_id),
+                    signed_checkpoint(head, agent_key_, store_.key_group()), true)
+          .has_value();
+    } catch (const std::exception& error) {
+      log_error("cannot publish the audit checkpoint of seq {}: {}", head.seq, error.what());
+      return false;
+    }
+  });
 }
 
 ServiceState Agent::service_state() const {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "dispatch/ack_tracker.hpp"
 #include "dispatch/host.hpp"
@@ -93,6 +94,7 @@ class Agent {
   std::optional<e2ee::SignatureVerifier> server_key_;  // PROVISION_SERVER_PUBKEY
   std::unique_ptr<RequestLedger> ledger_;              // SPEC sections 3.1 and 3.4
   std::unique_ptr<IntakeSpool> spool_;                 // SPEC section 3.4
+  std::unique_ptr<audit::AuditLog> audit_;             // SPEC section 5
   AckTracker acks_;
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;

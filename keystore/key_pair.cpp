@@ -349,4 +349,36 @@ PemBlock pem_decode(std::string_view pem, std::initializer_list<std::string_view
   throw KeyError("not a PEM " + expected + " block");
 }
 
+CryptoPP::RSA::PrivateKey rsa_private_key_from_pem(std::string_view pem) {
+  const PemBlock block = pem_decode(pem, {"PRIVATE KEY", "RSA PRIVATE KEY"});
+  try {
+    CryptoPP::RSA::PrivateKey key;
+    CryptoPP::ArraySource source(block.der.data(), block.der.size(), true);
+    if (block.label == "RSA PRIVATE KEY")
+      key.BERDecodePrivateKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
+    else
+      key.BERDecode(source);  // throws for a PKCS#8 key of another algorithm
+    return key;
+  } catch (const CryptoPP::Exception& error) {
+    throw KeyError(std::string("not an RSA private key: ") + error.what());
+  }
+}
+
+CryptoPP::RSA::PublicKey rsa_public_key_from_pem(std::string_view pem) {
+  const PemBlock block = pem_decode(pem, {"PUBLIC KEY", "RSA PUBLIC KEY"});
+  try {
+    CryptoPP::RSA::PublicKey key;
+    CryptoPP::ArraySource source(block.der.data(), block.der.size(), true);
+    if (block.label == "RSA PUBLIC KEY")
+      key.BERDecodePublicKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
+    else
+      key.BERDecode(source);
+    CryptoPP::AutoSeededRandomPool rng;
+    if (!key.Validate(rng, 1)) throw KeyError("the RSA public key fails validation");
+    return key;
+  } catch (const CryptoPP::Exception& error) {
+    throw KeyError(std::string("not an RSA public key: ") + error.what());
+  }
+}
+
 }  // namespace pa::keystore

@@ -1,6 +1,7 @@
 #pragma once
 // Key pair generation and encoding with Crypto++ (SPEC section 5): private keys as PKCS#8 PEM
 // ("BEGIN PRIVATE KEY"), public keys as SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
+#include <cryptopp/rsa.h>
 #include <cryptopp/secblock.h>
 
 #include <initializer_list>
@@ -52,5 +53,11 @@ struct PemBlock {
 // is skipped. Throws KeyError when none of the labels is there, the block has no END line, its
 // body holds a character that is not base64, or it is empty.
 PemBlock pem_decode(std::string_view pem, std::initializer_list<std::string_view> labels);
+
+// RSA keys from PEM, for the agent key, envelopes and signatures: a private key as PKCS#8
+// "PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY", a public key as SubjectPublicKeyInfo "PUBLIC KEY" or
+// PKCS#1 "RSA PUBLIC KEY" (validated). Throw KeyError for anything else, e.g. an EC key.
+CryptoPP::RSA::PrivateKey rsa_private_key_from_pem(std::string_view pem);
+CryptoPP::RSA::PublicKey rsa_public_key_from_pem(std::string_view pem);
 
 }  // namespace pa::keystore

@@ -10,6 +10,7 @@
 
 #include "agent.hpp"
 #include "base/log.hpp"
+#include "cli/audit.hpp"
 #include "cli/operator_commands.hpp"
 #include "cli/send.hpp"
 #include "config/config.hpp"
@@ -212,6 +213,8 @@ int main(int argc, char** argv) {
   send->add_option("--wait", send_wait, "seconds to wait for all responses (0: do not wait)")
       ->check(CLI::Range(0, 3600));
   send->fallthrough();
+  pa::AuditCommand audit_command;  // `audit verify` (SPEC sections 5 and 7)
+  pa::add_audit_command(app, audit_command);
 
   try {
     app.parse(argc, argv);
@@ -234,6 +237,8 @@ int main(int argc, char** argv) {
       return pa::run_keys_show(effective, show_device, user, stdout);
     }
     if (keys_verify->parsed()) return pa::run_keys_verify(effective, stdout);
+    if (audit_command.verify->parsed())
+      return pa::run_audit_verify(effective, audit_command, stdout);
     if (send->parsed()) {
       if (send_user_option->count() > 0) send_options.user = send_user;
       if (send_encrypt->count() > 0) send_options.encrypt_pubkey = send_pubkey;

@@ -82,26 +82,60 @@ int host_key_exists(pa_host_handle* /*host*/, pa_call* call, int* exists) {
   }
 }
 
+// Records a key operation of `call`'s request in the audit log (SPEC section 5).
+void audit_operation(const pa_call* call, const char* action, bool ok,
+                     std::optional<std::string> fingerprint,
+                     std::optional<std::string> previous_fingerprint) {
+  if (!call->services->audit) return;
+  const Request& r = *call->request;
+  call->services->audit->record(audit::Record{action, r.device_id, r.user_id, r.request_id,
+                                              std::move(fingerprint),
+                                              std::move(previous_fingerprint), ok});
+}
+
+// The device's stored key; loading repairs a missing or mismatched public key file (SPEC 5),
+// which is logged and audited. Throws StoreError.
+std::optional<keystore::StoredKey> load_key(const pa_call* call) {
+  const Request& r = *call->request;
+  auto key = call->services->store->load(r.user_id, r.device_id);
+  if (key && key->repaired) {
+    log_write(LogLevel::warning, fields_of(call),
+              "sensor_public.pem was missing or did not match the private key; rewrote it");
+    audit_operation(call, "repair", true, key->fingerprint, std::nullopt);
+  }
+  return key;
+}
+
 // The fingerprint of the device's current key, or none. Throws StoreError.
 std::optional<std::string> current_fingerprint(const pa_call* call) {
   const Request& r = *call->request;
   keystore::KeyStore& store = *call->services->store;
   if (!store.has_keys(r.user_id, r.device_id)) return std::nullopt;
-  const auto key = store.load(r.user_id, r.device_id);
+  const auto key = load_key(call);
   if (!key) return std::nullopt;
   return key->fingerprint;
 }
 
 enum class Change { proceed, already_done, failed };
 
+// What a key change did, for the audit log.
+struct KeyChange {
+  bool attempted = false;             // got past the request's own checks to the key store
+  std::optional<std::string> before;  // the device key's fingerprint before the change
+  std::optional<std::string> after;   // ... and after it
+};
+
 // Before a key change (SPEC 3.4): either this request is served again after a crash and the
 // change it began was completed (the key is no longer the one recorded), or the change is
 // recorded now, fsynced, before anything is touched.
-Change prepare_change(pa_call* call) {
+Change prepare_change(pa_call* call, KeyChange& change) {
+  change.attempted = true;
   try {
     const std::optional<std::string> current = current_fingerprint(call);
+    change.before = call->redo ? call->redo->fingerprint_before : current;
     if (call->redo) {
       if (current != call->redo->fingerprint_before) {
+        change.after = current;
         log_write(LogLevel::info, fields_of(call),
                   "this request's key change was completed before the agent restarted; not "
                   "repeating it");
@@ -124,9 +158,7 @@ Change prepare_change(pa_call* call) {
   }
 }
 
-int host_key_generate(pa_host_handle* /*host*/, pa_call* call, const char* key_type,
-                      int keep_backup) {
-  if (!usable(call)) return PA_ERR_INVALID;
+int generate_key(pa_call* call, const char* key_type, int keep_backup, KeyChange& change) {
   const Request& r = *call->request;
   const std::string type_name = key_type ? key_type : call->c_request.key_type;
   auto type = keystore::parse_key_type(type_name);
@@ -135,7 +167,7 @@ int host_key_generate(pa_host_handle* /*host*/, pa_call* call, const char* key_t
         RequestError{ErrorCode::invalid_request, fmt::format("unknown key type \"{}\"", type_name)};
     return PA_ERR_INVALID;
   }
-  switch (prepare_change(call)) {
+  switch (prepare_change(call, change)) {
     case Change::already_done:
       return PA_OK;  // publish_key publishes the pair the first run stored
     case Change::failed:
@@ -169,15 +201,26 @@ int host_key_generate(pa_host_handle* /*host*/, pa_call* call, const char* key_t
     call->error = RequestError{ErrorCode::storage_failed, "cannot store the key pair"};
     return PA_ERR_STORAGE;
   }
+  change.after = call->stored->fingerprint;
   log_write(LogLevel::info, fields_of(call),
             fmt::format("generated a {} key pair", keystore::to_string(*type)));
   return PA_OK;
 }
 
-int host_key_delete(pa_host_handle* /*host*/, pa_call* call) {
+int host_key_generate(pa_host_handle* /*host*/, pa_call* call, const char* key_type,
+                      int keep_backup) {
   if (!usable(call)) return PA_ERR_INVALID;
+  KeyChange change;
+  const int status = generate_key(call, key_type, keep_backup, change);
+  if (change.attempted)
+    audit_operation(call, call->request->action == kActionUpdate ? "update" : "generate",
+                    status == PA_OK, change.after, change.before);
+  return status;
+}
+
+int delete_key(pa_call* call, KeyChange& change) {
   const Request& r = *call->request;
-  switch (prepare_change(call)) {
+  switch (prepare_change(call, change)) {
     case Change::already_done:
       return PA_OK;
     case Change::failed:
@@ -199,6 +242,15 @@ int host_key_delete(pa_host_handle* /*host*/, pa_call* call) {
     return PA_ERR_STORAGE;
   }
   return PA_OK;
+}
+
+int host_key_delete(pa_host_handle* /*host*/, pa_call* call) {
+  if (!usable(call)) return PA_ERR_INVALID;
+  KeyChange change;
+  const int status = delete_key(call, change);
+  if (change.attempted)
+    audit_operation(call, "delete", status == PA_OK, change.after, change.before);
+  return status;
 }
 
 std::string keys_topic(const Config& config, const std::string& device) {
@@ -249,12 +301,14 @@ int host_install_certificate(pa_host_handle* /*host*/, pa_call* call, const char
       return PA_ERR_NOT_FOUND;
     }
     call->fingerprint = key->fingerprint;
+    audit_operation(call, "install_certificate", true, key->fingerprint, std::nullopt);
     log_write(LogLevel::info, fields_of(call),
               fmt::format("installed a certificate for {} ({}), valid until {}", key->fingerprint,
                           info.subject, format_rfc3339(info.not_after)));
     return PA_OK;
   } catch (const keystore::CertificateError& error) {
     call->error = RequestError{ErrorCode::invalid_request, error.what()};
+    audit_operation(call, "install_certificate", false, std::nullopt, std::nullopt);
     return PA_ERR_INVALID;
   } catch (const keystore::KeyError& error) {
     call->error = RequestError{ErrorCode::invalid_request, error.what()};
@@ -315,19 +369,18 @@ int publish_stored_key(pa_call& call) {
   const HostServices& services = *call.services;
   std::optional<keystore::StoredKey> key = call.stored;
   try {
-    if (!key) key = services.store->load(r.user_id, r.device_id);
+    if (!key) key = load_key(&call);
   } catch (const std::exception& error) {
     log_write(LogLevel::error, fields_of(&call), fmt::format("key store: {}", error.what()));
     call.error = RequestError{ErrorCode::storage_failed, "cannot read the stored key"};
+    audit_operation(&call, "publish", false, std::nullopt, std::nullopt);
     return PA_ERR_STORAGE;
   }
   if (!key) {
     call.error = RequestError{ErrorCode::not_found, "the device has no keys"};
+    audit_operation(&call, "publish", false, std::nullopt, std::nullopt);
     return PA_ERR_NOT_FOUND;
   }
-  if (key->repaired)
-    log_write(LogLevel::warning, fields_of(&call),
-              "sensor_public.pem was missing or did not match the private key; rewrote it");
   // SPEC 3.2: with PROVISION_CSR a certificate request made with the key itself goes along.
   std::optional<std::string> csr;
   if (services.config->csr && services.config->key_format == KeyFormat::json) {
@@ -342,6 +395,7 @@ int publish_stored_key(pa_call& call) {
       log_write(LogLevel::error, fields_of(&call),
                 fmt::format("cannot make the certificate request: {}", error.what()));
       call.error = RequestError{ErrorCode::storage_failed, "cannot make the certificate request"};
+      audit_operation(&call, "publish", false, key->fingerprint, std::nullopt);
       return PA_ERR_STORAGE;
     }
   }
@@ -352,10 +406,12 @@ int publish_stored_key(pa_call& call) {
     log_write(LogLevel::error, fields_of(&call),
               fmt::format("cannot sign the key message with the agent key: {}", error.what()));
     call.error = RequestError{ErrorCode::plugin_failed, "cannot attest the key message"};
+    audit_operation(&call, "publish", false, key->fingerprint, std::nullopt);
     return PA_ERR_FAILED;
   }
   const auto id = services.publish(keys_topic(*services.config, r.device_id), payload,
                                    services.config->retain_keys);
+  audit_operation(&call, "publish", id.has_value(), key->fingerprint, std::nullopt);
   if (!id) {
     call.error = RequestError{ErrorCode::plugin_failed, "the MQTT client refused the key message"};
     return PA_ERR_PUBLISH;

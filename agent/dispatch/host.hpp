@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "intake/request.hpp"
 #include "intake/spool.hpp"
@@ -33,6 +34,8 @@ struct HostServices {
   // Signs a statement with the agent key: the attestation of SPEC 3.2 (a JWS compact RS256).
   // Unset in tools that publish nothing.
   std::function<std::string(std::string_view payload_json)> attest;
+  // Where key operations are recorded (SPEC section 5); none: not recorded.
+  audit::AuditLog* audit = nullptr;
 };
 
 // One loaded plugin's view of the host (SPEC section 6): its own function table whose handle

@@ -41,51 +41,15 @@ void set_why(std::string* why, const char* reason) {
   if (why) *why = reason;
 }
 
-// A key that is not there or not readable does not open an envelope: nullopt, not KeyError.
-std::optional<keystore::PemBlock> find_pem(std::string_view pem,
-                                           std::initializer_list<std::string_view> labels) {
+// An RSA private key from PKCS#8 or PKCS#1 PEM; nullopt for anything else (an EC device key):
+// a key that is not RSA does not open an envelope.
+std::optional<CryptoPP::RSA::PrivateKey> rsa_private_key(std::string_view pem) {
   try {
-    return keystore::pem_decode(pem, labels);
+    return keystore::rsa_private_key_from_pem(pem);
   } catch (const KeyError&) {
     return std::nullopt;
   }
 }
-
-// An RSA private key from PKCS#8 or PKCS#1 PEM; nullopt for anything else (an EC device key).
-std::optional<CryptoPP::RSA::PrivateKey> rsa_private_key(std::string_view pem) {
-  const auto block = find_pem(pem, {"PRIVATE KEY", "RSA PRIVATE KEY"});
-  if (!block) return std::nullopt;
-  try {
-    CryptoPP::RSA::PrivateKey key;
-    CryptoPP::ArraySource source(block->der.data(), block->der.size(), true);
-    if (block->label == "RSA PRIVATE KEY")
-      key.BERDecodePrivateKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
-    else
-      key.BERDecode(source);  // throws for a PKCS#8 key of another algorithm
-    return key;
-  } catch (const CryptoPP::Exception&) {
-    return std::nullopt;
-  }
-}
-
-CryptoPP::RSA::PublicKey rsa_public_key(std::string_view pem) {
-  const auto block = find_pem(pem, {"PUBLIC KEY", "RSA PUBLIC KEY"});
-  if (!block) throw KeyError("not a PEM \"PUBLIC KEY\" block");
-  try {
-    CryptoPP::RSA::PublicKey key;
-    CryptoPP::ArraySource source(block->der.data(), block->der.size(), true);
-    if (block->label == "RSA PUBLIC KEY")
-      key.BERDecodePublicKey(source, false, static_cast<std::size_t>(source.MaxRetrievable()));
-    else
-      key.BERDecode(source);
-    CryptoPP::AutoSeededRandomPool rng;
-    if (!key.Validate(rng, 1)) throw KeyError("the RSA public key fails validation");
-    return key;
-  } catch (const CryptoPP::Exception& e) {
-    throw KeyError(std::string("not an RSA public key: ") + e.what());
-  }
-}
-
 
 // AES-EAX or AES-GCM decryption with the tag at the end; false when the tag does not verify.
 template <class Mode>
@@ -125,12 +89,6 @@ void aes_seal(const SecByteBlock& key, const SecByteBlock& nonce, std::string_vi
 }
 
 }  // namespace
-
-CryptoPP::RSA::PrivateKey rsa_private_key_from_pem(std::string_view pem) {
-  auto key = rsa_private_key(pem);
-  if (!key) throw KeyError("not an RSA private key (PKCS#8 or PKCS#1 PEM)");
-  return std::move(*key);
-}
 
 std::optional<SecByteBlock> decode_base64(std::string_view text) {
   // Crypto++'s decoder skips characters outside the alphabet; a tampered field must fail instead.
@@ -230,7 +188,7 @@ Envelope seal_envelope(std::string_view plaintext, std::string_view public_pem,
   if (!is_key_size(options.key_size)) throw std::invalid_argument("AES key of 16, 24 or 32 bytes");
   if (options.nonce_size == 0 || options.nonce_size > kMaxNonce)
     throw std::invalid_argument("nonce of 1 to 64 bytes");
-  const CryptoPP::RSA::PublicKey public_key = rsa_public_key(public_pem);
+  const CryptoPP::RSA::PublicKey public_key = keystore::rsa_public_key_from_pem(public_pem);
 
   CryptoPP::AutoSeededRandomPool rng;
   SecByteBlock session_key(options.key_size);
@@ -261,7 +219,7 @@ Envelope seal_envelope(std::string_view plaintext, std::string_view public_pem,
 void sign_envelope(Envelope& envelope, std::string_view private_pem) {
   auto ciphertext = decode_base64(envelope.ciphertext);
   if (!ciphertext) throw std::invalid_argument("ciphertext is not standard base64");
-  Signer signer(rsa_private_key_from_pem(private_pem));
+  Signer signer(keystore::rsa_private_key_from_pem(private_pem));
   CryptoPP::AutoSeededRandomPool rng;
   SecByteBlock signature(signer.MaxSignatureLength());
   const std::size_t length = signer.SignMessage(rng, *ciphertext, ciphertext->size(), signature);
@@ -280,7 +238,7 @@ std::string envelope_json(const Envelope& envelope) {
 }
 
 SignatureVerifier::SignatureVerifier(std::string_view public_pem)
-    : key_(rsa_public_key(public_pem)) {}
+    : key_(keystore::rsa_public_key_from_pem(public_pem)) {}
 
 bool SignatureVerifier::verify(const Envelope& envelope) const {
   if (!envelope.signature) return false;

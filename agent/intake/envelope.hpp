@@ -63,9 +63,6 @@ class SignatureVerifier {
 std::optional<CryptoPP::SecByteBlock> decode_base64(std::string_view text);
 std::string encode_base64(const CryptoPP::byte* data, std::size_t size);
 
-// An RSA private key from PKCS#8 or PKCS#1 PEM. Throws keystore::KeyError for anything else.
-CryptoPP::RSA::PrivateKey rsa_private_key_from_pem(std::string_view pem);
-
 // Overwrites a string's characters before it is freed (for PEM text and plaintext copies).
 void wipe(std::string& text) noexcept;
 
