@@ -755,6 +755,14 @@ Config load_config(const ConfigInputs& inputs) {
     config.key_group = *group;
   }
   config.max_devices = read_int(entries, "PROVISION_MAX_DEVICES", config.max_devices, 1, 10000000);
+  config.csr = read_bool(entries, "PROVISION_CSR", config.csr);
+  config.ca_file = read_optional(entries, "PROVISION_CA_FILE");
+  if (config.ca_file) require_readable("PROVISION_CA_FILE", *config.ca_file);
+  if (const auto age = read_optional(entries, "PROVISION_KEY_MAX_AGE")) {
+    config.key_max_age_seconds = keystore::parse_duration(*age);
+    if (!config.key_max_age_seconds)
+      fail("PROVISION_KEY_MAX_AGE", *age, "expected an integer with s, m, h or d (365d)");
+  }
   if (const std::string* format = given(entries, "PROVISION_KEY_FORMAT", "json")) {
     const std::string word = lower(*format);
     if (word == "json") {
