@@ -1,5 +1,7 @@
 #include "base/log.hpp"
 
+#include "base/text.hpp"
+
 #include <sys/stat.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
@@ -85,31 +87,11 @@ std::string redact(std::string_view message) {
   return out;
 }
 
-// Control characters escaped, so a message or a request_id from the wire stays on one line.
-std::string one_line(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n')
-      out += "\\n";
-    else if (c == '\r')
-      out += "\\r";
-    else if (c == '\t')
-      out += "\\t";
-    else if (byte < 0x20 || byte == 0x7f)
-      out += fmt::format("\\x{:02x}", byte);
-    else
-      out += c;
-  }
-  return out;
-}
-
 void remember_error(LogLevel level, const LogFields& fields, std::string_view message) {
   if (level != LogLevel::error && fields.outcome != "error") return;
-  std::string text = fields.error_code.empty() ? one_line(message)
+  std::string text = fields.error_code.empty() ? escape_controls(message)
                                                : fmt::format("{} for {}: {}", fields.error_code,
-                                                             fields.device, one_line(message));
+                                                             fields.device, escape_controls(message));
   if (text.size() > kLastErrorMax) text = text.substr(0, kLastErrorMax - 3) + "...";
   std::lock_guard<std::mutex> lock(g_state_mutex);
   g_last_error = std::move(text);
@@ -142,9 +124,9 @@ void write_stderr(LogLevel level, const LogFields& fields, std::string_view mess
   std::tm utc{};
   gmtime_r(&now, &utc);
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  std::string line = fmt::format("{} {}: {}", stamp, level_name(level), one_line(message));
+  std::string line = fmt::format("{} {}: {}", stamp, level_name(level), escape_controls(message));
   auto add = [&](const char* name, std::string_view value) {
-    if (!value.empty()) line += fmt::format(" {}={}", name, one_line(value));
+    if (!value.empty()) line += fmt::format(" {}={}", name, escape_controls(value));
   };
   add("device", fields.device);
   add("user", fields.user);
