@@ -120,7 +120,7 @@ std::string signed_checkpoint(const audit::Head& head, const AgentKey& agent_key
 }  // namespace
 
 std::string status_topic(const Config& config) {
-  return fmt::format("{}/agents/{}/status", config.provision_topic_base, config.mqtt_client_id);
+  return topics::agent_status(config.provision_topic_base, config.mqtt_client_id);
 }
 
 bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base) {
@@ -473,9 +473,8 @@ void Agent::report_replay(const Request& request, const std::string& reason) {
   if (request.ts) json.field("ts", *request.ts);
   json.field("agent_id", config_.mqtt_client_id)
       .field("detected_at", format_rfc3339(std::time(nullptr)));
-  session_->publish(
-      fmt::format("{}/status/{}/replay_blocked", config_.provision_topic_base, request.device_id),
-      json.str(), false);
+  session_->publish(topics::replay_blocked(config_.provision_topic_base, request.device_id),
+                    json.str(), false);
 }
 
 bool Agent::is_destructive(const Request& request) const {
@@ -628,8 +627,7 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
 
 void Agent::respond(const InboundMessage& message, const Reply& reply,
                     std::vector<int>& message_ids) {
-  const std::string topic =
-      fmt::format("{}/{}/response", config_.provision_topic_base, message.device_id);
+  const std::string topic = topics::response(config_.provision_topic_base, message.device_id);
   if (auto id = session_->publish(topic, reply.payload, false)) message_ids.push_back(*id);
   if (message.response_topic) {
     const mqtt::ReplyTo reply_to{*message.response_topic, message.correlation_data};

@@ -254,7 +254,7 @@ int host_key_delete(pa_host_handle* /*host*/, pa_call* call) {
 }
 
 std::string keys_topic(const Config& config, const std::string& device) {
-  return fmt::format("{}/{}/public", config.keys_topic_base, device);
+  return topics::public_key(config.keys_topic_base, device);
 }
 
 int host_publish_key(pa_host_handle* /*host*/, pa_call* call) {
