@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "config/config.hpp"
-#include "intake/request.hpp"
+#include "protocol/protocol.hpp"
 
 namespace pa::mqtt {
 
