@@ -17,7 +17,11 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -146,6 +150,64 @@ std::string excerpt(std::string_view text) {
   return std::string(text.substr(0, 200)) + (text.size() > 200 ? "..." : "");
 }
 
+std::string shortest(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
+// Every number of an accepted document has the value its text stands for: integers exactly,
+// others as strtod rounds them (correctly), and never infinite. The texts come from a parse with
+// kParseNumbersAsStringsFlag, which has the same structure with each number as its text.
+void check_numbers(std::string_view text, const rapidjson::Value& doc) {
+  rapidjson::Document texts;
+  texts.Parse<kReferenceFlags | rapidjson::kParseNumbersAsStringsFlag>(text.data(), text.size());
+  PA_FUZZ_CHECK(!texts.HasParseError(), "numbers as strings refused: " + excerpt(text));
+  std::vector<std::pair<const rapidjson::Value*, const rapidjson::Value*>> todo{{&doc, &texts}};
+  while (!todo.empty()) {
+    const auto [value, as_text] = todo.back();
+    todo.pop_back();
+    if (value->IsArray()) {
+      PA_FUZZ_CHECK(as_text->IsArray() && as_text->Size() == value->Size(), excerpt(text));
+      for (rapidjson::SizeType i = 0; i < value->Size(); ++i)
+        todo.emplace_back(&(*value)[i], &(*as_text)[i]);
+    } else if (value->IsObject()) {
+      PA_FUZZ_CHECK(as_text->IsObject() && as_text->MemberCount() == value->MemberCount(),
+                    excerpt(text));
+      for (auto a = value->MemberBegin(), b = as_text->MemberBegin(); a != value->MemberEnd();
+           ++a, ++b)
+        todo.emplace_back(&a->value, &b->value);
+    } else if (value->IsNumber()) {
+      PA_FUZZ_CHECK(as_text->IsString(), excerpt(text));
+      const std::string number(as_text->GetString(), as_text->GetStringLength());
+      const std::string context = number + " for " + excerpt(text);
+      if ((value->IsUint64() || value->IsInt64()) && number.front() != '-') {
+        std::uint64_t exact = 0;
+        const auto [end, error] =
+            std::from_chars(number.data(), number.data() + number.size(), exact);
+        PA_FUZZ_CHECK(value->IsUint64() && error == std::errc() &&
+                          end == number.data() + number.size() && exact == value->GetUint64(),
+                      "read as " + written(*value) + ": " + context);
+      } else if (value->IsInt64()) {
+        std::int64_t exact = 0;
+        const auto [end, error] =
+            std::from_chars(number.data(), number.data() + number.size(), exact);
+        PA_FUZZ_CHECK(error == std::errc() && end == number.data() + number.size() &&
+                          exact == value->GetInt64(),
+                      "read as " + written(*value) + ": " + context);
+      } else {
+        const double read = value->GetDouble();
+        PA_FUZZ_CHECK(std::isfinite(read), "accepted a number beyond double's range (read as " +
+                                               shortest(read) + "): " + context);
+        const double rounded = std::strtod(number.c_str(), nullptr);
+        PA_FUZZ_CHECK(read == rounded || (std::isnan(read) && std::isnan(rounded)),
+                      "read as " + shortest(read) + ", not as strtod's " + shortest(rounded) +
+                          ": " + context);
+      }
+    }
+  }
+}
+
 const char* name_of(JsonFault fault) {
   switch (fault) {
     case JsonFault::none:
@@ -187,6 +249,7 @@ void check_against_reference(std::string_view text, const JsonCheck& check,
     case JsonFault::none:
       PA_FUZZ_CHECK(shape.depth <= kMaxJsonDepth && !shape.duplicate_name && !shape.invalid_utf8,
                     "accepted against the rules: " + context);
+      check_numbers(text, doc);
       // Written out rather than compared with ==, which is quadratic in an object's members.
       PA_FUZZ_CHECK(written(doc) == written(reference),
                     "another document than RapidJSON's: " + context);
