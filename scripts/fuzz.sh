@@ -40,11 +40,12 @@ done
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 cores=$(nproc)
 
-# Inputs longer than this are not tried; replay's bounds assume at most 8 KiB (replay_fuzz.cpp).
+# Inputs longer than this are not tried; the ledger's bounds assume at most 8 KiB
+# (ledger_fuzz.cpp). The json target makes its megabyte inputs from short recipes.
 max_len() {
   case "$1" in
     identifiers) echo 512 ;;
-    pem | replay | broker_config) echo 8192 ;;
+    pem | ledger | spool | broker_config) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }
@@ -58,7 +59,8 @@ echo "built in ${SECONDS} s"
 
 export ASAN_SYMBOLIZER_PATH=/usr/bin/llvm-symbolizer-14
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
-# The replay target writes its state folder here: tmpfs when there is one, so fsync is free.
+# The ledger and spool targets write their state folders here: tmpfs when there is one, so fsync
+# is free.
 scratch=$(mktemp -d /dev/shm/pa-fuzz.XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export TMPDIR=$scratch

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "config.hpp"
+#include "config/config.hpp"
 #include "fuzz_support.hpp"
 
 namespace {

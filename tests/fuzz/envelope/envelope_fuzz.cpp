@@ -11,9 +11,9 @@
 #include <string>
 #include <string_view>
 
-#include "envelope.hpp"
 #include "fuzz_support.hpp"
-#include "request.hpp"
+#include "intake/envelope.hpp"
+#include "intake/request.hpp"
 
 namespace {
 

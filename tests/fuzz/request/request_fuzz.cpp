@@ -1,4 +1,5 @@
-// decode_request (SPEC 3.1, 3.3, 4) as the agent calls it for a message from the broker.
+// decode_request (SPEC 3.1, 3.3, 4) as the agent calls it for a message from the broker, with the
+// plugins' action aliases.
 //
 // Input: the topic on the first line, the payload after it. A topic line starting with "EAX " or
 // "GCM " seals the payload to the test key in that mode first, so the fuzzer also drives the
@@ -10,11 +11,12 @@
 #include <string>
 #include <string_view>
 
-#include "envelope.hpp"
+#include "base/strict_json.hpp"
 #include "fuzz_support.hpp"
+#include "intake/envelope.hpp"
+#include "intake/request.hpp"
 #include "keystore/identifier.hpp"
 #include "keystore/key_pair.hpp"
-#include "request.hpp"
 
 namespace {
 
@@ -31,10 +33,18 @@ std::string describe(const Decoded& decoded) {
   return "neither a request nor an error";
 }
 
-bool is_object_json(const std::string& text) {
+// What the agent hands to plugins obeys the rules it enforces on what arrives.
+bool is_strict_object_json(const std::string& text) {
   rapidjson::Document doc;
-  doc.Parse(text.data(), text.size());
-  return !doc.HasParseError() && doc.IsObject();
+  return parse_json_strictly(text, doc).fault == JsonFault::none && doc.IsObject();
+}
+
+bool is_lower_hex_sha256(const std::string& text) {
+  return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+std::int64_t floor_seconds(std::int64_t microseconds) {
+  return microseconds / 1000000 - (microseconds % 1000000 < 0 ? 1 : 0);
 }
 
 // What every decoding promises, whatever the input.
@@ -67,23 +77,39 @@ void check_decoded(const InboundMessage& message, const Decoded& decoded) {
     PA_FUZZ_CHECK(keystore::is_valid_identifier(*request.user_id), *request.user_id);
   PA_FUZZ_CHECK(request.user_id == decoded.user_id, describe(decoded));
   PA_FUZZ_CHECK(request.request_id == decoded.request_id, describe(decoded));
-  if (request.request_id) PA_FUZZ_CHECK(request.request_id->size() <= 256, *request.request_id);
-  // The action is canonical, and the topic's own on update/delete.
+  if (request.request_id)
+    PA_FUZZ_CHECK(
+        request.request_id->size() <= 256 && request.request_id->find('\0') == std::string::npos,
+        *request.request_id);
+  // ts and timestamp give both forms, seconds the microseconds rounded down; within years 1 to
+  // 9999, so the ledger's arithmetic on them cannot overflow.
+  PA_FUZZ_CHECK(request.ts.has_value() == request.ts_us.has_value(), describe(decoded));
+  if (request.ts) {
+    PA_FUZZ_CHECK(*request.ts >= -62135596800 && *request.ts <= 253402300799,
+                  std::to_string(*request.ts));
+    PA_FUZZ_CHECK(floor_seconds(*request.ts_us) == *request.ts,
+                  std::to_string(*request.ts) + " / " + std::to_string(*request.ts_us));
+  }
+  PA_FUZZ_CHECK(is_lower_hex_sha256(request.content_digest), request.content_digest);
+  // The action is canonical (no alias of the plugins' table), and the topic's own on
+  // update/delete.
   PA_FUZZ_CHECK(!request.action.empty(), describe(decoded));
   PA_FUZZ_CHECK(request.action == decoded.action, describe(decoded));
-  PA_FUZZ_CHECK(canonical_action(request.action) == request.action, request.action);
+  PA_FUZZ_CHECK(fuzz::action_alias(request.action) == request.action, request.action);
   if (message.kind != TopicKind::request)
     PA_FUZZ_CHECK(request.action == topic_action(message.kind), request.action);
   if (request.key_type)
     PA_FUZZ_CHECK(keystore::parse_key_type(*request.key_type).has_value(), *request.key_type);
   PA_FUZZ_CHECK(request.encrypted == decoded.encrypted, describe(decoded));
-  PA_FUZZ_CHECK(is_object_json(request.json), request.json);
+  PA_FUZZ_CHECK(is_strict_object_json(request.json), request.json);
 }
 
 bool same_request(const Request& a, const Request& b) {
   return a.device_id == b.device_id && a.user_id == b.user_id && a.action == b.action &&
-         a.request_id == b.request_id && a.nonce == b.nonce && a.ts == b.ts && a.force == b.force &&
-         a.key_type == b.key_type && a.json == b.json;
+         a.request_id == b.request_id && a.nonce == b.nonce && a.ts == b.ts && a.ts_us == b.ts_us &&
+         a.force == b.force && a.key_type == b.key_type && a.names_device == b.names_device &&
+         a.names_action == b.names_action && a.content_digest == b.content_digest &&
+         a.json == b.json;
 }
 
 // Two decodings of the same request content agree on everything but `encrypted`.
@@ -100,7 +126,7 @@ void check_same_outcome(const Decoded& a, const Decoded& b) {
 
 Decoded decode(const InboundMessage& message) {
   static const Decryptor decryptor = fuzz::test_key_decryptor();
-  Decoded decoded = decode_request(message, kMaxPayload, decryptor);
+  Decoded decoded = decode_request(message, kMaxPayload, decryptor, fuzz::action_alias);
   check_decoded(message, decoded);
   return decoded;
 }

@@ -16,7 +16,7 @@
 #include <variant>
 #include <vector>
 
-#include "envelope.hpp"
+#include "intake/envelope.hpp"
 
 namespace pa::fuzz {
 namespace {
@@ -78,6 +78,12 @@ Decryptor test_key_decryptor() {
     }
     return std::string(reinterpret_cast<const char*>(plaintext->data()), plaintext->size());
   };
+}
+
+std::string action_alias(std::string_view name) {
+  if (name == "request" || name == "generate") return kActionGenerate;
+  if (name == "rotate") return kActionUpdate;
+  return std::string(name);
 }
 
 MemoryFile::MemoryFile() : fd_(::memfd_create("pa-fuzz-input", MFD_CLOEXEC)) {

@@ -1,15 +1,15 @@
 #pragma once
-// What the fuzz targets share: the deterministic RSA test key and a decryptor built on it, a
-// memfd that gives an input a file path, a scratch folder, and the invariant check that turns a
-// broken promise of the code under test into a libFuzzer crash.
+// What the fuzz targets share: the deterministic RSA test key and a decryptor built on it, the
+// plugins' action aliases, a memfd that gives an input a file path, a scratch folder, and the
+// invariant check that turns a broken promise of the code under test into a libFuzzer crash.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
+#include "intake/request.hpp"
 #include "keystore/file_util.hpp"
-#include "request.hpp"
 
 namespace pa::fuzz {
 
@@ -23,6 +23,11 @@ const std::string& test_public_pem();
 // The agent's decryptor (Agent::decrypt) with the test key as the only key to try: the
 // plaintext, or decrypt_failed with open_envelope's reason.
 Decryptor test_key_decryptor();
+
+// The alias table the bundled keygen plugin declares (request, generate ->
+// generate_and_publish_key; rotate -> update), as tests/unit/request_test.cpp has it: the decoder
+// knows no action names of its own. Any other name comes back unchanged.
+std::string action_alias(std::string_view name);
 
 // The bytes libFuzzer hands over, as text.
 inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
