@@ -14,11 +14,12 @@
 namespace pa {
 namespace {
 
-// Full precision: numbers reach plugins as they were sent (SPEC 3.1 "passed untouched"); the
-// default parse is not correctly rounded, so a 17-digit float could change its last digit.
-constexpr unsigned kParseFlags = rapidjson::kParseIterativeFlag |
-                                 rapidjson::kParseValidateEncodingFlag |
-                                 rapidjson::kParseFullPrecisionFlag;
+// Not kParseFullPrecisionFlag: RapidJSON 1.1.0's full-precision path crashes and misreads some
+// numbers (Tencent/rapidjson #1249, #1251; found by tests/fuzz/json). The agent reads only
+// integers itself, which parse exactly either way, and plugins get the validated text, not a
+// re-serialisation, so no number they see depends on the parse's rounding.
+constexpr unsigned kParseFlags =
+    rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
 
 // SAX pass that checks depth and member-name uniqueness before anything builds a document; a
 // handler returning false stops the reader at once.

@@ -124,7 +124,9 @@ LedgerVerdict RequestLedger::check(const Request& request, const SpoolPosition& 
   const std::optional<std::string> key = id_key(request);
   if (key) {
     const auto it = ids_.find(*key);
-    if (it != ids_.end()) {
+    // An entry older than its lifetime that pruning has not reached yet (the clock stepped
+    // back, so a newer-dated entry is ahead of it in the queue) counts as gone.
+    if (it != ids_.end() && it->second.time >= now - limits_.record_seconds) {
       const IdRecord& record = it->second;
       LedgerVerdict verdict;
       verdict.response = record.response;
@@ -172,7 +174,8 @@ LedgerVerdict RequestLedger::check(const Request& request, const SpoolPosition& 
   }
   if (!key && !request.ts_us && destructive) {
     const auto recent = digests_.find(request.content_digest);
-    if (recent != digests_.end() && !same(recent->second.at, at))
+    if (recent != digests_.end() && recent->second.value >= now - limits_.duplicate_seconds &&
+        !same(recent->second.at, at))
       return LedgerVerdict{
           Kind::replay,
           "duplicate_message",
@@ -457,11 +460,10 @@ void RequestLedger::load() {
       log_warning("cannot repair {}: {}", (state_dir_ / kJournalFile).string(), e.what());
     }
   }
-  // Both files are in time order, the journal newer; sorting keeps pruning right after clock
-  // steps.
-  auto by_time = [](const auto& a, const auto& b) { return a.first < b.first; };
-  std::stable_sort(id_order_.begin(), id_order_.end(), by_time);
-  std::stable_sort(digest_order_.begin(), digest_order_.end(), by_time);
+  // The snapshot holds entries in the order they were recorded and the journal those after it,
+  // so the queues come back in recording order, as they were in memory: what is evicted first
+  // after a restart is what would have been evicted first without one, whatever the clock did
+  // (lookups check ages themselves, see check()).
   // The count bounds hold from the start; ages are judged at the first check (by its clock).
   prune(std::numeric_limits<std::int64_t>::min() / 2);
 }

@@ -23,13 +23,6 @@
 namespace pa {
 namespace {
 
-std::string to_json_text(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
 std::string string_of(const rapidjson::Value& value) {
   return std::string(value.GetString(), value.GetStringLength());
 }
@@ -284,7 +277,9 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
     request.key_type = string_of(it->value);
   }
   request.content_digest = content_digest(request, doc);
-  request.json = to_json_text(doc);
+  // The text exactly as validated (strict JSON: one value per member), not a re-serialisation:
+  // numbers reach plugins as they were sent (SPEC 3.1, other fields "passed untouched").
+  request.json = out.encrypted ? plaintext : message.payload;
   out.request = std::move(request);
   return out;
 }

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <system_error>
 
 #include "base/log.hpp"
@@ -230,12 +231,16 @@ SpoolImage read_spool_image(std::string_view bytes) {
     if (crc32c(body) != stored_crc) break;
     Reader reader(body);
     const char type = static_cast<char>(reader.u8());
-    bool valid = true;
+    // Each frame is read whole and checked whole (every field, nothing left over) before it
+    // counts: a frame that is cut off as damaged changes nothing. Sequence numbers of 2^64-1 are
+    // damage too: the next one would wrap.
+    constexpr std::uint64_t kLastSeq = std::numeric_limits<std::uint64_t>::max();
+    bool valid = false;
     if (type == 'S') {
       const std::uint64_t epoch = reader.u64();
       const std::uint64_t next = reader.u64();
       // A header is only valid first; its epoch is never 0.
-      valid = reader.ok() && image.frames == 0 && epoch != 0;
+      valid = reader.ok() && reader.at_end() && image.frames == 0 && epoch != 0 && next != kLastSeq;
       if (valid) {
         image.epoch = epoch;
         image.next_seq = std::max<std::uint64_t>(next, 1);
@@ -254,9 +259,10 @@ SpoolImage read_spool_image(std::string_view bytes) {
       std::string response_topic = reader.str();
       message.correlation_data = reader.str();
       if (has_response_topic) message.response_topic = std::move(response_topic);
-      valid = reader.ok() && image.epoch != 0 &&
+      message.payload_bytes = message.payload.size();
+      valid = reader.ok() && reader.at_end() && image.epoch != 0 &&
               kind <= static_cast<std::uint8_t>(TopicKind::remove) &&
-              message.seq > last_request_seq;
+              message.seq > last_request_seq && message.seq != kLastSeq;
       if (valid) {
         message.kind = static_cast<TopicKind>(kind);
         last_request_seq = message.seq;
@@ -270,7 +276,7 @@ SpoolImage read_spool_image(std::string_view bytes) {
       const bool had_key = reader.u8() != 0;
       std::string fingerprint = reader.str();
       const auto it = index.find(seq);
-      valid = reader.ok() && it != index.end();
+      valid = reader.ok() && reader.at_end() && it != index.end();
       if (valid) {
         ChangeIntent intent;
         if (had_key) intent.fingerprint_before = std::move(fingerprint);
@@ -280,12 +286,10 @@ SpoolImage read_spool_image(std::string_view bytes) {
     } else if (type == 'D') {
       const std::uint64_t seq = reader.u64();
       const auto it = index.find(seq);
-      valid = reader.ok() && it != index.end();
+      valid = reader.ok() && reader.at_end() && it != index.end();
       if (valid) done[it->second] = true;
-    } else {
-      valid = false;
     }
-    if (!valid || !reader.at_end()) break;
+    if (!valid) break;
     offset += kFrameHeader + length;
     ++image.frames;
   }

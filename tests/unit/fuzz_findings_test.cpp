@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <variant>
 
 #include "config/config.hpp"
 #include "intake/ledger.hpp"
 #include "intake/request.hpp"
+#include "intake/spool.hpp"
 #include "test_support.hpp"
 
 namespace pa {
@@ -127,6 +129,81 @@ TEST(ConfigBrokerUrl, ControlCharactersInTheSchemeAreEscaped) {
       EXPECT_NE(line.find("unsupported scheme"), std::string::npos) << line;
     }
   }
+}
+
+// fuzz_json and fuzz_request, corpus/json/: RapidJSON 1.1.0's full-precision number parsing
+// crashed (tiny-number-overflows-power-index: SIGSEGV from a broker message) and misread numbers
+// (0e308 became -6.06e-269) that then reached plugins. The strict parse no longer uses it, and
+// plugins get the validated text itself.
+TEST(RequestHostile, NumbersThatBrokeFullPrecisionParsingAreHarmless) {
+  for (const std::string& number :
+       {std::string("1.3090513860566162669e-343"), std::string("0e308"), std::string("0.1e-324"),
+        std::string("18446744073709551615629"), std::string("1.7976931348623157e308"),
+        std::string("1.7976931348623159e308")}) {
+    const std::string payload = R"({"request_id":"n","x":)" + number + "}";
+    const Decoded d = decode(payload);
+    ASSERT_TRUE(d.request) << number << ": " << d.error->message;
+    EXPECT_EQ(d.request->json, payload) << "plugins get the text as sent";
+  }
+}
+
+// fuzz_spool, corpus/spool/*-with-trailing-byte and *-seq-max: a frame cut off as damaged still
+// counted (a request, an intent, an answered mark, a header), and a sequence number of 2^64-1
+// would wrap. A file must read exactly like its intact prefix.
+TEST(IntakeSpoolImage, ADamagedFrameChangesNothing) {
+  for (const char* name : {"request-frame-with-trailing-byte", "intent-frame-with-trailing-byte",
+                           "done-frame-with-trailing-byte", "header-with-trailing-byte",
+                           "header-next-seq-max", "request-seq-max"}) {
+    SCOPED_TRACE(name);
+    const std::string bytes = test::read_file(std::string(PA_FUZZ_CORPUS_DIR) + "/spool/" + name);
+    ASSERT_FALSE(bytes.empty());
+    const SpoolImage whole = read_spool_image(bytes);
+    EXPECT_LT(whole.valid_bytes, bytes.size()) << "the damaged frame must be cut off";
+    const SpoolImage prefix =
+        read_spool_image(std::string_view(bytes).substr(0, whole.valid_bytes));
+    EXPECT_EQ(whole.epoch, prefix.epoch);
+    EXPECT_EQ(whole.next_seq, prefix.next_seq);
+    ASSERT_EQ(whole.pending.size(), prefix.pending.size());
+    for (std::size_t i = 0; i < whole.pending.size(); ++i) {
+      EXPECT_EQ(whole.pending[i].message.seq, prefix.pending[i].message.seq);
+      EXPECT_EQ(whole.pending[i].intent.has_value(), prefix.pending[i].intent.has_value());
+    }
+    EXPECT_LT(whole.next_seq, std::numeric_limits<std::uint64_t>::max());
+  }
+}
+
+// fuzz_ledger, corpus/ledger/future-dated-*: after the clock stepped back, the ledger in memory
+// and the ledger read back after a restart evicted different entries (the reload sorted by time).
+TEST(RequestLedger, AReloadAnswersAsMemoryDidAfterAClockStep) {
+  test::TempDir dir;
+  LedgerLimits limits;
+  limits.max_records = 4;
+  constexpr std::int64_t kNow = 1795000000;
+  auto with_id = [](int i) {
+    Request r;
+    r.device_id = "pH01";
+    r.action = kActionGenerate;
+    r.request_id = "id-" + std::to_string(i);
+    r.content_digest = "c";
+    return r;
+  };
+  // Recorded at a time the clock then stepped back from, then at the corrected time.
+  const std::int64_t times[] = {kNow + 1000, kNow, kNow + 1, kNow + 2, kNow + 3, kNow + 4};
+  std::vector<LedgerVerdict::Kind> before;
+  {
+    RequestLedger ledger(dir.path(), 300, limits);
+    for (int i = 0; i < 6; ++i)
+      ledger.record(with_id(i), {7, std::uint64_t(i + 1)}, i + 1, "{}", false, false,
+                    times[i] * 1000000);
+    for (int i = 0; i < 6; ++i)
+      before.push_back(ledger.check(with_id(i), {7, 100}, false, (kNow + 5) * 1000000).kind);
+  }
+  RequestLedger reloaded(dir.path(), 300, limits);
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(reloaded.check(with_id(i), {7, 100}, false, (kNow + 5) * 1000000).kind, before[i])
+        << "id-" << i;
+  // The newest is always still known.
+  EXPECT_EQ(before[5], LedgerVerdict::Kind::duplicate);
 }
 
 }  // namespace
