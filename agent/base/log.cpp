@@ -24,18 +24,8 @@ std::string g_last_error;
 constexpr const char* kRedacted = "********";
 constexpr std::size_t kLastErrorMax = 200;  // STATUS= is one short line
 
-const char* level_name(LogLevel level) {
-  switch (level) {
-    case LogLevel::debug:
-      return "debug";
-    case LogLevel::info:
-      return "info";
-    case LogLevel::warning:
-      return "warning";
-    case LogLevel::error:
-      return "error";
-  }
-  return "info";
+std::string_view level_name(LogLevel level) {
+  return enum_name(kLogLevelNames, level, "info");
 }
 
 int syslog_priority(LogLevel level) {

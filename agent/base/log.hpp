@@ -4,12 +4,21 @@
 // one readable line per event on stderr. Never pass secrets or private keys in here.
 #include <fmt/format.h>
 
+#include <array>
 #include <string>
 #include <string_view>
+
+#include "base/enum_names.hpp"
 
 namespace pa {
 
 enum class LogLevel { debug, info, warning, error };
+// LOG_LEVEL's words; "warn" is read as warning.
+inline constexpr std::array<EnumName<LogLevel>, 5> kLogLevelNames{{{LogLevel::debug, "debug"},
+                                                                   {LogLevel::info, "info"},
+                                                                   {LogLevel::warning, "warning"},
+                                                                   {LogLevel::error, "error"},
+                                                                   {LogLevel::warning, "warn"}}};
 
 // Structured fields of one event; empty fields are left out.
 struct LogFields {

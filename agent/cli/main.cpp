@@ -35,7 +35,15 @@ void install_signal_handlers() {
 }
 
 bool is_boolean_variable(const std::string& name) {
-  return name == "MQTT_USE_TLS" || name == "MQTT_TLS_INSECURE" || name == "PROVISION_RETAIN_KEYS";
+  const pa::ConfigVariable* row = pa::find_config_variable(name);
+  return row != nullptr && row->kind == pa::VariableKind::boolean;
+}
+
+// A flag's --help line from its row: what it is, what it may be, its default.
+std::string flag_help(const pa::ConfigVariable& row) {
+  const std::string range = row.range_text();
+  return fmt::format("{}{}{}{} [default: {}]", row.help, range.empty() ? "" : " (", range,
+                     range.empty() ? "" : ")", row.default_text());
 }
 
 // The command line's configuration flags, shared by every subcommand.
@@ -47,7 +55,8 @@ struct CommandLine {
 
   void add_to(CLI::App& app) {
     for (const auto& variable : pa::config_variables()) {
-      CLI::Option* option = app.add_option(variable.flag, values[variable.env], variable.help);
+      CLI::Option* option =
+          app.add_option(variable.flag, values[variable.env], flag_help(variable));
       option->group(
           "Configuration (each flag also reads the variable "
           "of the same name)");
