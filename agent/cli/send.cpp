@@ -17,6 +17,8 @@
 #include <system_error>
 
 #include "base/json_writer.hpp"
+#include "base/log.hpp"
+#include "cli/command.hpp"
 #include "intake/envelope.hpp"
 #include "intake/request.hpp"
 #include "keystore/file_util.hpp"
@@ -425,3 +427,70 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
 }
 
 }  // namespace pa
+
+namespace pa::cli {
+namespace {
+
+class SendCommand : public Command {
+ public:
+  void define(CLI::App& app) override {
+    app.add_option("ACTION", options_.action,
+                   "generate_and_publish_key (request, generate), update (rotate), publish_key, "
+                   "delete, or an action a plugin adds")
+        ->required();
+    app.add_option("DEVICE", options_.devices, "device ids (several make a batch)")->required();
+    user_option_ = app.add_option("--user", user_, "user_id of the request")->type_name("USER");
+    encrypt_option_ =
+        app.add_option("--encrypt", public_key_,
+                       "encrypt to this RSA public key PEM (a device's sensor_public.pem)")
+            ->type_name("PUBKEY.pem");
+    CLI::Option* to_agent =
+        app.add_flag("--encrypt-to-agent", options_.encrypt_to_agent,
+                     "encrypt to the agent key from the retained status of the agent named by "
+                     "--agent, or of the only agent online");
+    encrypt_option_->excludes(to_agent);
+    agent_option_ = app.add_option("--agent", agent_,
+                                   "with --encrypt-to-agent: the agent's MQTT client id (its "
+                                   "status topic P/agents/ID/status); needed when several agents "
+                                   "are online")
+                        ->type_name("ID");
+    agent_option_->needs(to_agent);
+    sign_option_ =
+        app.add_option("--sign", sign_key_,
+                       "sign the ciphertext with this RSA private key PEM (the server's)")
+            ->type_name("KEY.pem");
+    app.add_option("--mode", options_.mode, "AES mode of the envelope: EAX (default) or GCM")
+        ->type_name("EAX|GCM");
+    app.add_option("--wait", wait_, "seconds to wait for all responses (0: do not wait)")
+        ->check(CLI::Range(0, 3600))
+        ->type_name("SECONDS");
+  }
+
+  int run(const ConfigInputs& inputs) override {
+    const Config config = load_config(inputs);
+    if (user_option_->count() > 0) options_.user = user_;
+    if (encrypt_option_->count() > 0) options_.encrypt_pubkey = public_key_;
+    if (sign_option_->count() > 0) options_.sign_key = sign_key_;
+    if (agent_option_->count() > 0) options_.agent = agent_;
+    options_.wait = std::chrono::seconds(wait_);
+    log_init(LogLevel::warning);
+    return run_send(config, options_, stdout, stderr);
+  }
+
+ private:
+  SendOptions options_;
+  std::string user_, public_key_, sign_key_, agent_;
+  int wait_ = 30;
+  CLI::Option* user_option_ = nullptr;
+  CLI::Option* encrypt_option_ = nullptr;
+  CLI::Option* agent_option_ = nullptr;
+  CLI::Option* sign_option_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_send_command() {
+  return std::make_unique<SendCommand>();
+}
+
+}  // namespace pa::cli

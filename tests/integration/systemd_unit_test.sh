@@ -1,8 +1,9 @@
 #!/bin/sh
 # ctest "systemd_unit": systemd/provision-agent.service has what SPEC section 8 asks, passes
 # `systemd-analyze verify`, and `systemd-analyze security` rates its exposure 2.0 or lower;
-# systemd/agent.env lists every configuration variable, and its defaults are values the agent
-# accepts. Usage: systemd_unit_test.sh SOURCE_DIR AGENT_BINARY
+# systemd/agent.env lists every configuration variable, its defaults are values the agent
+# accepts, and what it sets (the key group) the agent reads. Usage: systemd_unit_test.sh SOURCE_DIR
+# AGENT_BINARY
 set -u
 src=$1
 agent=$2
@@ -48,24 +49,39 @@ if [ $status -ne 0 ] || [ -z "$score" ]; then
   fail "exposure ${score:-unknown} is above 2.0 (systemd-analyze exit $status)"
 fi
 
-# agent.env: every variable `provision-agent config` knows, each as a commented default.
+# agent.env: every variable `provision-agent config` knows, each as a commented default or, for
+# what the package sets (PROVISION_KEY_GROUP), as a setting.
 env -i PATH="$PATH" "$agent" config >"$work/config.txt" 2>&1 ||
   fail "provision-agent config failed: $(cat "$work/config.txt")"
 sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$work/config.txt" | sort >"$work/known"
-sed -n 's/^#\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$env_file" | sort >"$work/listed"
+sed -n 's/^#\{0,1\}\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$env_file" | sort >"$work/listed.all"
+uniq "$work/listed.all" >"$work/listed"
+twice=$(uniq -d "$work/listed.all")
+[ -z "$twice" ] || fail "agent.env lists more than once: $twice"
+[ "$(sed -n 's/^\([A-Z_][A-Z0-9_]*=.*\)/\1/p' "$env_file")" = 'PROVISION_KEY_GROUP=provision-keys' ] ||
+  fail "agent.env sets other than PROVISION_KEY_GROUP=provision-keys: $(grep '^[A-Z]' "$env_file")"
 [ -s "$work/known" ] || fail "provision-agent config printed no variables"
 missing=$(comm -23 "$work/known" "$work/listed")
 extra=$(comm -13 "$work/known" "$work/listed")
 [ -z "$missing" ] || fail "agent.env does not list: $missing"
 [ -z "$extra" ] || fail "agent.env lists unknown variables: $extra"
 
-# Every value shown is the built-in default, and uncommenting them all gives a configuration the
-# agent accepts and reads from the file.
-sed -n 's/^#\([A-Z_][A-Z0-9_]*=..*\)$/\1/p' "$env_file" >"$work/agent.env"
+# Every value shown commented out is the built-in default, and uncommenting them all (beside what
+# the file sets) gives a configuration the agent accepts and reads from the file.
+sed -n 's/^#\([A-Z_][A-Z0-9_]*=..*\)$/\1/p' "$env_file" >"$work/defaults"
 while IFS='=' read -r name value; do
   grep -qxF "$name=$value (default)" "$work/config.txt" ||
     fail "agent.env shows $name=$value, the agent's default is: $(grep "^$name=" "$work/config.txt")"
-done <"$work/agent.env"
+done <"$work/defaults"
+# The agent may check that the key group exists: where the package (which creates provision-keys)
+# is not installed, the file is read with this user's own group in its place.
+key_group=provision-keys
+getent group "$key_group" >/dev/null || key_group=$(id -gn)
+{
+  cat "$work/defaults"
+  sed -n 's/^\([A-Z_][A-Z0-9_]*=.*\)$/\1/p' "$env_file" |
+    sed "s/^PROVISION_KEY_GROUP=provision-keys\$/PROVISION_KEY_GROUP=$key_group/"
+} >"$work/agent.env"
 if env -i PATH="$PATH" "$agent" config --env-file "$work/agent.env" >"$work/defaults.txt" 2>&1
 then
   while IFS='=' read -r name value; do
