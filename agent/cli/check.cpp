@@ -25,7 +25,7 @@
 #include "dispatch/plugin_loader.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/inspect.hpp"
-#include "mqtt/session.hpp"
+#include "mqtt/client.hpp"
 
 namespace pa::cli {
 namespace {
@@ -42,26 +42,6 @@ struct ProbeResult {
   bool ok = false;
   std::string why;
   std::string fix;
-};
-
-struct MosquittoLibrary {
-  MosquittoLibrary() { mosquitto_lib_init(); }
-  ~MosquittoLibrary() { mosquitto_lib_cleanup(); }
-  MosquittoLibrary(const MosquittoLibrary&) = delete;
-  MosquittoLibrary& operator=(const MosquittoLibrary&) = delete;
-};
-
-struct MosquittoClient {
-  mosquitto* handle = nullptr;
-  bool thread_started = false;
-  ~MosquittoClient() {
-    if (!handle) return;
-    if (thread_started) {
-      mosquitto_disconnect(handle);
-      mosquitto_loop_stop(handle, true);
-    }
-    mosquitto_destroy(handle);
-  }
 };
 
 // What the network thread saw; written from libmosquitto's callbacks.
@@ -212,25 +192,22 @@ ProbeResult probe_broker(const Config& config, std::chrono::milliseconds timeout
     return unreachable(config, *problem);
   timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - started);
-  MosquittoLibrary library;
-  ProbeState state;
-  MosquittoClient client;
-  const std::string client_id = config.mqtt_client_id + "-check";
-  client.handle = mosquitto_new(client_id.c_str(), true, &state);
-  if (!client.handle)
-    return {false, fmt::format("cannot create an MQTT client: {}", strerror(errno)),
-            "free some memory and run the check again"};
-  mosquitto* handle = client.handle;
-  mosquitto_int_option(
-      handle, MOSQ_OPT_PROTOCOL_VERSION,
-      config.mqtt_protocol == MqttProtocol::v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+  ProbeState state;  // outlives the client, whose callbacks write it
+  // A client id of its own and a clean session: the probe leaves nothing behind on the broker
+  // and never takes a running agent's session over.
+  std::optional<mqtt::Client> client;
+  try {
+    client.emplace(config.mqtt_client_id + "-check", true, &state);
+  } catch (const ConfigError& error) {
+    return {false, error.what(), "free some memory and run the check again"};
+  }
+  mosquitto* handle = client->get();
   mosquitto_connect_v5_callback_set(handle, on_probe_connect);
   mosquitto_disconnect_v5_callback_set(handle, on_probe_disconnect);
   mosquitto_log_callback_set(handle, on_probe_log);
   // The same credentials and TLS settings as the agent's session, worded as FAIL lines.
-  mqtt::TemporaryFile inline_ca;
   try {
-    inline_ca = mqtt::apply_connection_settings(handle, config);
+    client->configure(mqtt::connection_settings(config));
   } catch (const mqtt::ConnectionSettingError& error) {
     switch (error.setting) {
       case mqtt::ConnectionSettingError::Setting::credentials:
@@ -246,11 +223,9 @@ ProbeResult probe_broker(const Config& config, std::chrono::milliseconds timeout
 
   // Threaded loop + asynchronous connect: the whole probe, TCP and TLS included, is bounded by
   // `timeout` (a blocking connect to a silent host can hang for minutes).
-  if (mosquitto_loop_start(handle) != MOSQ_ERR_SUCCESS)
+  if (client->start_network_thread() != MOSQ_ERR_SUCCESS)
     return {false, "cannot start the MQTT network thread", "run the check again"};
-  client.thread_started = true;
-  const int rc = mosquitto_connect_async(handle, config.mqtt_host.c_str(), config.mqtt_port,
-                                         config.mqtt_keepalive);
+  const int rc = client->connect_async();
   if (rc == MOSQ_ERR_EAI)
     return unreachable(config, fmt::format("cannot resolve host {}", config.mqtt_host));
   if (rc == MOSQ_ERR_ERRNO) return unreachable(config, strerror(errno));
@@ -313,7 +288,7 @@ void check_broker(const Config& config, std::chrono::milliseconds timeout, Findi
     return;
   }
   findings.ok(fmt::format("{} reachable (MQTT {}, TLS {}, {})", what,
-                          config.mqtt_protocol == MqttProtocol::v5 ? "5" : "3.1.1",
+                          enum_name(kMqttProtocolNames, config.mqtt_protocol),
                           config.mqtt_use_tls ? "on" : "off",
                           config.mqtt_user ? "user " + *config.mqtt_user : "anonymous"));
 }

@@ -23,7 +23,7 @@
 #include "intake/request.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/identifier.hpp"
-#include "mqtt/session.hpp"
+#include "mqtt/client.hpp"
 
 namespace pa {
 namespace {
@@ -39,35 +39,28 @@ struct Received {
 // A short-lived client on the calling thread: connect, subscribe, publish, collect messages.
 class SendClient {
  public:
-  explicit SendClient(const Config& config) : config_(config) {
-    static const int init = mosquitto_lib_init();
-    (void)init;
-    // A client id of its own: reusing the daemon's would take its session over.
-    const std::string id = fmt::format("{}-send-{}", config.mqtt_client_id, ::getpid());
-    client_.reset(mosquitto_new(id.c_str(), true, this));
-    if (!client_) throw std::runtime_error("cannot create an MQTT client");
-    mosquitto_int_option(
-        client_.get(), MOSQ_OPT_PROTOCOL_VERSION,
-        config.mqtt_protocol == MqttProtocol::v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+  // A client id of its own: reusing the daemon's would take its session over.
+  explicit SendClient(const Config& config)
+      : client_(fmt::format("{}-send-{}", config.mqtt_client_id, ::getpid()), true, this) {
     mosquitto_connect_callback_set(client_.get(), &SendClient::on_connect);
     mosquitto_subscribe_callback_set(client_.get(), &SendClient::on_subscribe);
     mosquitto_publish_callback_set(client_.get(), &SendClient::on_publish);
     mosquitto_message_callback_set(client_.get(), &SendClient::on_message);
-    inline_ca_ = mqtt::apply_connection_settings(client_.get(), config);
+    client_.configure(mqtt::connection_settings(config));
   }
 
   // Connects and waits for the CONNACK; the reason on failure.
   std::optional<std::string> connect(Clock::time_point deadline) {
-    const int rc = mosquitto_connect(client_.get(), config_.mqtt_host.c_str(), config_.mqtt_port,
-                                     config_.mqtt_keepalive);
+    const mqtt::ConnectionSettings& broker = client_.settings();
+    const int rc = client_.connect();
     if (rc != MOSQ_ERR_SUCCESS)
-      return fmt::format("broker {}:{} unreachable: {}", config_.mqtt_host, config_.mqtt_port,
-                         rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+      return fmt::format("broker {}:{} unreachable: {}", broker.host, broker.port,
+                         mqtt::describe_rc(rc));
     if (!loop_until([&] { return connack_.has_value(); }, deadline))
-      return fmt::format("no answer from broker {}:{}", config_.mqtt_host, config_.mqtt_port);
+      return fmt::format("no answer from broker {}:{}", broker.host, broker.port);
     if (*connack_ != 0)
-      return fmt::format("broker {}:{} refused the connection: {}", config_.mqtt_host,
-                         config_.mqtt_port, mosquitto_connack_string(*connack_));
+      return fmt::format("broker {}:{} refused the connection: {}", broker.host, broker.port,
+                         mosquitto_connack_string(*connack_));
     return std::nullopt;
   }
 
@@ -129,9 +122,7 @@ class SendClient {
     static_cast<SendClient*>(self)->received_.push_back(std::move(received));
   }
 
-  const Config& config_;
-  mqtt::MosquittoHandle client_;
-  mqtt::TemporaryFile inline_ca_;  // the broker-config JSON's inline CA
+  mqtt::Client client_;
   std::optional<int> connack_;
   std::set<int> pending_;
   std::vector<Received> received_;
