@@ -35,7 +35,8 @@ struct LogFields {
 void log_init(LogLevel level);
 bool log_enabled(LogLevel level) noexcept;
 // Writes one entry. A PEM private key block and every string given to log_redact() are
-// replaced in the message before it goes anywhere: the last guard should a secret slip in.
+// replaced in the message and the fields before they go anywhere: the last guard should a secret
+// slip in.
 void log_write(LogLevel level, const LogFields& fields, std::string_view message);
 
 // Registers a secret (the broker password) that must never appear in a log entry.
