@@ -180,22 +180,8 @@ FileFacts file_facts(const fs::path& path, bool folder) {
 }
 
 std::string_view to_string(KeyStatus status) noexcept {
-  switch (status) {
-    case KeyStatus::corrupt:
-      return "corrupt";
-    case KeyStatus::missing_private:
-      return "missing-private";
-    case KeyStatus::mismatch:
-      return "mismatch";
-    case KeyStatus::bad_backup:
-      return "bad-backup";
-    case KeyStatus::wrong_owner:
-      return "wrong-owner";
-    case KeyStatus::loose_mode:
-      return "loose-mode";
-    case KeyStatus::ok:
-      return "ok";
-  }
+  for (const auto& [value, name] : kKeyStatusNames)
+    if (value == status) return name;
   return "ok";
 }
 

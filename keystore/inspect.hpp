@@ -5,10 +5,12 @@
 // (KeyStore's constructor repairs, so it is not used).
 #include <sys/types.h>
 
+#include <array>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "key_pair.hpp"
@@ -70,7 +72,17 @@ enum class KeyStatus {
   loose_mode,
   ok
 };
-std::string_view to_string(KeyStatus status) noexcept;  // "missing-private"
+// As `keys list` and `keys show` show them.
+inline constexpr std::array<std::pair<KeyStatus, std::string_view>, 7> kKeyStatusNames{{
+    {KeyStatus::corrupt, "corrupt"},
+    {KeyStatus::missing_private, "missing-private"},
+    {KeyStatus::mismatch, "mismatch"},
+    {KeyStatus::bad_backup, "bad-backup"},
+    {KeyStatus::wrong_owner, "wrong-owner"},
+    {KeyStatus::loose_mode, "loose-mode"},
+    {KeyStatus::ok, "ok"},
+}};
+std::string_view to_string(KeyStatus status) noexcept;
 KeyStatus status_of(const KeyProblem& problem) noexcept;
 
 struct DeviceReport {

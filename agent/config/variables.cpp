@@ -430,39 +430,11 @@ std::vector<ConfigVariable> make_table() {
 }  // namespace
 
 std::string_view to_string(VariableKind kind) noexcept {
-  switch (kind) {
-    case VariableKind::text:
-      return "text";
-    case VariableKind::path:
-      return "path";
-    case VariableKind::integer:
-      return "integer";
-    case VariableKind::boolean:
-      return "boolean";
-    case VariableKind::choice:
-      return "choice";
-    case VariableKind::duration:
-      return "duration";
-    case VariableKind::url_list:
-      return "URL list";
-    case VariableKind::list:
-      return "list";
-  }
-  return "text";
+  return enum_name(kVariableKindNames, kind, "text");
 }
 
 std::string_view to_string(ConfigSection section) noexcept {
-  switch (section) {
-    case ConfigSection::broker:
-      return "Broker";
-    case ConfigSection::key_store:
-      return "Key store and plugins";
-    case ConfigSection::requests:
-      return "Requests";
-    case ConfigSection::logging:
-      return "Logging and metrics";
-  }
-  return "Broker";
+  return enum_name(kConfigSectionNames, section, "Broker");
 }
 
 std::string join_alternatives(const std::vector<std::string_view>& words) {

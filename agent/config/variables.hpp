@@ -3,6 +3,7 @@
 // default, range or choices, help and section (fluent-bit's config_map is the model). Parsing and
 // validation (config.cpp), `provision-agent config`, --help, systemd/agent.env, the README's
 // configuration table, the manual and the shell completion all read it.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -11,6 +12,8 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "base/enum_names.hpp"
 
 namespace pa {
 
@@ -27,10 +30,27 @@ enum class VariableKind {
   url_list,  // comma-separated mqtt:// or mqtts:// URLs
   list,      // comma-separated items (blanks around them dropped)
 };
+inline constexpr std::array<EnumName<VariableKind>, 8> kVariableKindNames{{
+    {VariableKind::text, "text"},
+    {VariableKind::path, "path"},
+    {VariableKind::integer, "integer"},
+    {VariableKind::boolean, "boolean"},
+    {VariableKind::choice, "choice"},
+    {VariableKind::duration, "duration"},
+    {VariableKind::url_list, "URL list"},
+    {VariableKind::list, "list"},
+}};
 std::string_view to_string(VariableKind kind) noexcept;
 
 // Where a variable is listed: agent.env's and the manual's sections, in this order.
 enum class ConfigSection { broker, key_store, requests, logging };
+// The sections' titles.
+inline constexpr std::array<EnumName<ConfigSection>, 4> kConfigSectionNames{{
+    {ConfigSection::broker, "Broker"},
+    {ConfigSection::key_store, "Key store and plugins"},
+    {ConfigSection::requests, "Requests"},
+    {ConfigSection::logging, "Logging and metrics"},
+}};
 std::string_view to_string(ConfigSection section) noexcept;
 inline constexpr ConfigSection kConfigSections[] = {ConfigSection::broker, ConfigSection::key_store,
                                                     ConfigSection::requests,
