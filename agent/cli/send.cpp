@@ -24,6 +24,7 @@
 #include "keystore/file_util.hpp"
 #include "keystore/identifier.hpp"
 #include "mqtt/client.hpp"
+#include "protocol/protocol.hpp"
 
 namespace pa {
 namespace {
@@ -165,7 +166,7 @@ struct AgentStatus {
 
 std::map<std::string, AgentStatus> agent_statuses(const std::vector<Received>& received,
                                                   const std::string& base) {
-  const std::string prefix = base + "/agents/";
+  const std::string prefix = topics::agents_prefix(base);
   constexpr std::string_view kSuffix = "/status";
   std::map<std::string, AgentStatus> statuses;
   for (const Received& message : received) {
@@ -196,7 +197,7 @@ struct AgentKey {
 AgentKey find_agent_key(SendClient& client, const SendOptions& options, const std::string& base,
                         Clock::time_point deadline) {
   if (options.agent) {
-    const std::string topic = fmt::format("{}/agents/{}/status", base, *options.agent);
+    const std::string topic = topics::agent_status(base, *options.agent);
     auto usable = [&] {
       const auto statuses = agent_statuses(client.received(), base);
       const auto found = statuses.find(*options.agent);
@@ -236,7 +237,7 @@ AgentKey find_agent_key(SendClient& client, const SendOptions& options, const st
       offline.push_back(id);
     }
   }
-  const std::string filter = base + "/agents/+/status";
+  const std::string filter = topics::agent_status_filter(base);
   if (online.size() == 1) return {public_pem, {}};
   if (online.empty())
     return {{},
@@ -306,16 +307,16 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
   if (auto problem = client.connect(deadline)) return fail(1, *problem);
 
   const std::string& base = config.provision_topic_base;
-  std::vector<std::string> topics;
+  std::vector<std::string> subscriptions;
   if (options.wait.count() > 0)
     for (const std::string& device : options.devices) {
-      topics.push_back(fmt::format("{}/{}/response", base, device));
-      topics.push_back(fmt::format("{}/{}/public", config.keys_topic_base, device));
+      subscriptions.push_back(topics::response(base, device));
+      subscriptions.push_back(topics::public_key(config.keys_topic_base, device));
     }
   if (options.encrypt_to_agent)
-    topics.push_back(options.agent ? fmt::format("{}/agents/{}/status", base, *options.agent)
-                                   : base + "/agents/+/status");
-  if (!client.subscribe(topics, deadline))
+    subscriptions.push_back(options.agent ? topics::agent_status(base, *options.agent)
+                                          : topics::agent_status_filter(base));
+  if (!client.subscribe(subscriptions, deadline))
     return fail(1,
                 "the broker did not confirm the "
                 "subscriptions");
@@ -342,7 +343,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
         return fail(kExitConfig, fmt::format("cannot encrypt or sign: {}", error.what()));
       }
     }
-    if (!client.publish(fmt::format("{}/{}/request", base, device), payload))
+    if (!client.publish(topics::request(base, device), payload))
       return fail(1, fmt::format("cannot publish the request for {}", device));
     pending.push_back(std::move(entry));
   }
@@ -363,7 +364,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
       rapidjson::Document doc;
       doc.Parse(message.payload.data(), message.payload.size());
       for (Pending& entry : pending) {
-        if (message.topic == fmt::format("{}/{}/response", base, entry.device)) {
+        if (message.topic == topics::response(base, entry.device)) {
           // A request refused before it could be read (decrypt_failed, unauthorized) is answered
           // without its request_id: it is this device's, as only one request per device is out.
           const bool unread = !doc.HasParseError() && doc.IsObject() &&
@@ -372,8 +373,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
           entry.response = message.payload;
           entry.ok = json_member(doc, "status") == "ok";
           entry.with_key = entry.ok && !json_member(doc, "fingerprint").empty();
-        } else if (message.topic ==
-                   fmt::format("{}/{}/public", config.keys_topic_base, entry.device)) {
+        } else if (message.topic == topics::public_key(config.keys_topic_base, entry.device)) {
           // json key format carries the request id; pem format is the bare key text.
           if (!doc.HasParseError() ? json_member(doc, "request_id") == entry.request_id
                                    : !message.payload.empty())

@@ -229,10 +229,12 @@ void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*
   // Subscribing again on every connect is harmless with a kept session and required without.
   // One SUBSCRIBE for the three topics: one SUBACK says they are all in place.
   const std::string& base = self->config_.provision_topic_base;
-  const std::string topics[] = {fmt::format("{}/+/request", base), fmt::format("{}/+/update", base),
-                                fmt::format("{}/+/delete", base)};
-  char* filters[] = {const_cast<char*>(topics[0].c_str()), const_cast<char*>(topics[1].c_str()),
-                     const_cast<char*>(topics[2].c_str())};
+  const std::string filters_text[] = {topics::request_filter(base, TopicKind::request),
+                                      topics::request_filter(base, TopicKind::update),
+                                      topics::request_filter(base, TopicKind::remove)};
+  char* filters[] = {const_cast<char*>(filters_text[0].c_str()),
+                     const_cast<char*>(filters_text[1].c_str()),
+                     const_cast<char*>(filters_text[2].c_str())};
   const int sub_rc =
       mosquitto_subscribe_multiple(client, &self->subscribe_mid_, 3, filters, kQos, 0, nullptr);
   if (sub_rc != MOSQ_ERR_SUCCESS)
