@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -32,6 +33,7 @@
 
 #include "bench.hpp"
 #include "intake/envelope.hpp"
+#include "mqtt/client.hpp"
 #include "test_support.hpp"
 
 namespace pa::bench {
@@ -137,35 +139,36 @@ class BenchClient {
 
   BenchClient(int port, std::vector<std::string> filters) : filters_(std::move(filters)) {
     counts_.assign(filters_.size(), 0);
-    client_ = mosquitto_new(test::unique_name("pa-bench-client-").c_str(), true, this);
-    if (client_ == nullptr) throw std::runtime_error("mosquitto_new failed");
-    mosquitto_int_option(client_, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_connect_callback_set(client_, [](mosquitto*, void* self, int rc) {
+    client_ = std::make_unique<mqtt::Client>(test::unique_name("pa-bench-client-"), true, this);
+    mosquitto* handle = client_->get();
+    mosquitto_connect_callback_set(handle, [](mosquitto*, void* self, int rc) {
       auto* me = static_cast<BenchClient*>(self);
       std::lock_guard lock(me->mutex_);
       me->connack_ = rc;
       me->changed_.notify_all();
     });
-    mosquitto_subscribe_callback_set(client_, [](mosquitto*, void* self, int, int, const int*) {
+    mosquitto_subscribe_callback_set(handle, [](mosquitto*, void* self, int, int, const int*) {
       auto* me = static_cast<BenchClient*>(self);
       std::lock_guard lock(me->mutex_);
       ++me->subacks_;
       me->changed_.notify_all();
     });
-    mosquitto_publish_callback_set(client_, [](mosquitto*, void* self, int) {
+    mosquitto_publish_callback_set(handle, [](mosquitto*, void* self, int) {
       auto* me = static_cast<BenchClient*>(self);
       std::lock_guard lock(me->mutex_);
       ++me->pubacks_;
       me->last_puback_ = Clock::now();
       me->changed_.notify_all();
     });
-    mosquitto_message_callback_set(client_, &BenchClient::on_message);
-    int rc = mosquitto_connect(client_, "127.0.0.1", port, 60);
-    if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_loop_start(client_);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      mosquitto_destroy(client_);
+    mosquitto_message_callback_set(handle, &BenchClient::on_message);
+    mqtt::ConnectionSettings settings;  // TCP_NODELAY is on by default
+    settings.host = "127.0.0.1";
+    settings.port = port;
+    client_->configure(settings);
+    int rc = client_->connect();
+    if (rc == MOSQ_ERR_SUCCESS) rc = client_->start_network_thread();
+    if (rc != MOSQ_ERR_SUCCESS)
       throw std::runtime_error(fmt::format("bench client: connect: {}", mosquitto_strerror(rc)));
-    }
     {
       std::unique_lock lock(mutex_);
       if (!changed_.wait_for(lock, 10s, [&] { return connack_.has_value(); }) || *connack_ != 0) {
@@ -175,7 +178,7 @@ class BenchClient {
       }
     }
     for (const auto& filter : filters_) {
-      rc = mosquitto_subscribe(client_, nullptr, filter.c_str(), 1);
+      rc = mosquitto_subscribe(client_->get(), nullptr, filter.c_str(), 1);
       if (rc != MOSQ_ERR_SUCCESS) {
         close();
         throw std::runtime_error(
@@ -195,7 +198,7 @@ class BenchClient {
 
   // QoS 1, queued in libmosquitto; the PUBACKs are counted as they come.
   void publish(const std::string& topic, const std::string& payload) {
-    const int rc = mosquitto_publish(client_, nullptr, topic.c_str(),
+    const int rc = mosquitto_publish(client_->get(), nullptr, topic.c_str(),
                                      static_cast<int>(payload.size()), payload.data(), 1, false);
     if (rc != MOSQ_ERR_SUCCESS)
       throw std::runtime_error(fmt::format("publish {}: {}", topic, mosquitto_strerror(rc)));
@@ -270,16 +273,11 @@ class BenchClient {
       return;
     }
   }
-  void close() {
-    if (client_ == nullptr) return;
-    mosquitto_disconnect(client_);
-    mosquitto_loop_stop(client_, false);
-    mosquitto_destroy(client_);
-    client_ = nullptr;
-  }
+  // Disconnects and stops the network thread before the state its callbacks write goes away.
+  void close() { client_.reset(); }
 
   std::vector<std::string> filters_;
-  mosquitto* client_ = nullptr;
+  std::unique_ptr<mqtt::Client> client_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::optional<int> connack_;

@@ -46,14 +46,6 @@ constexpr std::string_view kPrivateLabel = "PRIVATE KEY";         // PKCS#8
 constexpr std::string_view kRsaPrivateLabel = "RSA PRIVATE KEY";  // PKCS#1, PyCryptodome's default
 constexpr std::string_view kPublicLabel = "PUBLIC KEY";           // SubjectPublicKeyInfo
 
-constexpr std::array<std::pair<KeyType, std::string_view>, 5> kTypeNames{{
-    {KeyType::rsa2048, "rsa-2048"},
-    {KeyType::rsa3072, "rsa-3072"},
-    {KeyType::rsa4096, "rsa-4096"},
-    {KeyType::ec_p256, "ec-p256"},
-    {KeyType::ed25519, "ed25519"},
-}};
-
 // A decoded private key; the member named by `type` is the one in use. The pair is re-encoded and
 // the public half derived from it.
 struct PrivateKey {
@@ -212,14 +204,14 @@ KeyType decode_public(const SecByteBlock& der) {
 }  // namespace
 
 std::string_view to_string(KeyType type) noexcept {
-  for (const auto& [candidate, name] : kTypeNames) {
+  for (const auto& [candidate, name] : kKeyTypeNames) {
     if (candidate == type) return name;
   }
   return "unknown";
 }
 
 std::optional<KeyType> parse_key_type(std::string_view name) noexcept {
-  for (const auto& [type, candidate] : kTypeNames) {
+  for (const auto& [type, candidate] : kKeyTypeNames) {
     if (candidate == name) return type;
   }
   return std::nullopt;

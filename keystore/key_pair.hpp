@@ -4,17 +4,28 @@
 #include <cryptopp/rsa.h>
 #include <cryptopp/secblock.h>
 
+#include <array>
 #include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace pa::keystore {
 
 enum class KeyType { rsa2048, rsa3072, rsa4096, ec_p256, ed25519 };
 
-// "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ed25519".
+// The names of the key types (PROVISION_KEY_TYPE, a request's key_type), one table for every
+// reader (the configuration table and its documentation read it too).
+inline constexpr std::array<std::pair<KeyType, std::string_view>, 5> kKeyTypeNames{{
+    {KeyType::rsa2048, "rsa-2048"},
+    {KeyType::rsa3072, "rsa-3072"},
+    {KeyType::rsa4096, "rsa-4096"},
+    {KeyType::ec_p256, "ec-p256"},
+    {KeyType::ed25519, "ed25519"},
+}};
+
 std::string_view to_string(KeyType type) noexcept;
 std::optional<KeyType> parse_key_type(std::string_view name) noexcept;
 

@@ -1,17 +1,19 @@
 #include "base/log.hpp"
 
-#include "base/text.hpp"
-
 #include <sys/stat.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
 #include <vector>
+
+#include "base/text.hpp"
+#include "base/time.hpp"
 
 namespace pa {
 namespace {
@@ -26,18 +28,8 @@ std::string g_last_error;
 constexpr const char* kRedacted = "********";
 constexpr std::size_t kLastErrorMax = 200;  // STATUS= is one short line
 
-const char* level_name(LogLevel level) {
-  switch (level) {
-    case LogLevel::debug:
-      return "debug";
-    case LogLevel::info:
-      return "info";
-    case LogLevel::warning:
-      return "warning";
-    case LogLevel::error:
-      return "error";
-  }
-  return "info";
+std::string_view level_name(LogLevel level) {
+  return enum_name(kLogLevelNames, level, "info");
 }
 
 int syslog_priority(LogLevel level) {
@@ -80,10 +72,25 @@ std::string redact(std::string_view message) {
     }
     out.replace(begin, end - begin, "[private key redacted]");
   }
+  // One pass over the text, the longest secret first where several start at one place, so a
+  // mask is never searched again (a password of stars would otherwise grow it or never end).
   std::lock_guard<std::mutex> lock(g_state_mutex);
-  for (const std::string& secret : g_secrets)
-    for (std::size_t at = out.find(secret); at != std::string::npos; at = out.find(secret, at))
-      out.replace(at, secret.size(), kRedacted);
+  if (g_secrets.empty()) return out;
+  std::string masked;
+  masked.reserve(out.size());
+  for (std::size_t at = 0; at < out.size();) {
+    std::size_t longest = 0;
+    for (const std::string& secret : g_secrets)
+      if (secret.size() > longest && out.compare(at, secret.size(), secret) == 0)
+        longest = secret.size();
+    if (longest > 0) {
+      masked += kRedacted;
+      at += longest;
+    } else {
+      masked += out[at++];
+    }
+  }
+  out = std::move(masked);
   return out;
 }
 
@@ -119,11 +126,7 @@ bool write_journal(LogLevel level, const LogFields& fields, std::string_view mes
 }
 
 void write_stderr(LogLevel level, const LogFields& fields, std::string_view message) {
-  char stamp[32] = "";
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  const std::string stamp = format_rfc3339(static_cast<std::int64_t>(std::time(nullptr)));
   std::string line = fmt::format("{} {}: {}", stamp, level_name(level), escape_controls(message));
   auto add = [&](const char* name, std::string_view value) {
     if (!value.empty()) line += fmt::format(" {}={}", name, escape_controls(value));
@@ -151,9 +154,14 @@ bool log_enabled(LogLevel level) noexcept {
   return static_cast<int>(level) >= g_threshold.load();
 }
 
-void log_write(LogLevel level, const LogFields& fields, std::string_view message) {
+void log_write(LogLevel level, const LogFields& given, std::string_view message) {
   if (!log_enabled(level)) return;
   const std::string safe = redact(message);
+  // The fields too: a request id or user id from the wire may hold anything.
+  const std::string device = redact(given.device), user = redact(given.user),
+                    action = redact(given.action), request_id = redact(given.request_id),
+                    outcome = redact(given.outcome), error_code = redact(given.error_code);
+  const LogFields fields{device, user, action, request_id, outcome, error_code};
   remember_error(level, fields, safe);
   // Under journald, an entry it refuses still goes to stderr, which systemd also collects.
   if (!g_journal || !write_journal(level, fields, safe)) write_stderr(level, fields, safe);

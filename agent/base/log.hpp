@@ -4,12 +4,21 @@
 // one readable line per event on stderr. Never pass secrets or private keys in here.
 #include <fmt/format.h>
 
+#include <array>
 #include <string>
 #include <string_view>
+
+#include "base/enum_names.hpp"
 
 namespace pa {
 
 enum class LogLevel { debug, info, warning, error };
+// LOG_LEVEL's words; "warn" is read as warning.
+inline constexpr std::array<EnumName<LogLevel>, 5> kLogLevelNames{{{LogLevel::debug, "debug"},
+                                                                   {LogLevel::info, "info"},
+                                                                   {LogLevel::warning, "warning"},
+                                                                   {LogLevel::error, "error"},
+                                                                   {LogLevel::warning, "warn"}}};
 
 // Structured fields of one event; empty fields are left out.
 struct LogFields {
@@ -26,7 +35,8 @@ struct LogFields {
 void log_init(LogLevel level);
 bool log_enabled(LogLevel level) noexcept;
 // Writes one entry. A PEM private key block and every string given to log_redact() are
-// replaced in the message before it goes anywhere: the last guard should a secret slip in.
+// replaced in the message and the fields before they go anywhere: the last guard should a secret
+// slip in.
 void log_write(LogLevel level, const LogFields& fields, std::string_view message);
 
 // Registers a secret (the broker password) that must never appear in a log entry.

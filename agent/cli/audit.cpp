@@ -1,5 +1,3 @@
-#include "cli/audit.hpp"
-
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -10,19 +8,28 @@
 
 #include "audit/format.hpp"
 #include "audit/verify.hpp"
+#include "cli/command.hpp"
 #include "intake/agent_key.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/key_pair.hpp"
 #include "keystore/permissions.hpp"
 
-namespace pa {
+namespace pa::cli {
 namespace {
 
 namespace fs = std::filesystem;
 
+struct AuditOptions {
+  CLI::App* verify = nullptr;
+  std::string checkpoint_file;
+  CLI::Option* checkpoint = nullptr;
+  std::string public_key_file;
+  CLI::Option* public_key = nullptr;
+};
+
 // The public half of the key that signs checkpoints: --public-key, else the agent key found as
 // the agent finds it (SPEC section 4), never generated here: without one, nothing signed.
-std::string checkpoint_key(const Config& config, const AuditCommand& command) {
+std::string checkpoint_key(const Config& config, const AuditOptions& command) {
   if (command.public_key->count() > 0) return keystore::read_file(command.public_key_file);
   std::error_code ec;
   const bool present = config.agent_key ||
@@ -43,27 +50,10 @@ void print(std::FILE* out, const std::string& line) {
   std::fprintf(out, "%s\n", line.c_str());
 }
 
-}  // namespace
-
-void add_audit_command(CLI::App& app, AuditCommand& command) {
-  CLI::App* audit = app.add_subcommand("audit", "the audit log of key operations (SPEC 5)");
-  audit->require_subcommand(1);
-  command.verify = audit->add_subcommand(
-      "verify",
-      "check the audit log's hash chain (and a checkpoint); name the first entry changed, "
-      "removed, reordered or truncated away; exit 1 unless intact");
-  command.checkpoint = command.verify->add_option(
-      "--checkpoint", command.checkpoint_file,
-      "a checkpoint message saved from P/agents/<client id>/audit: the log must hold its seq "
-      "with its hash, and its signature must verify");
-  command.public_key = command.verify->add_option(
-      "--public-key", command.public_key_file,
-      "the agent's public key PEM to check the checkpoint's signature with (default: the agent "
-      "key in use)");
-  for (CLI::App* sub : {audit, command.verify}) sub->fallthrough();
-}
-
-int run_audit_verify(const Config& config, const AuditCommand& command, std::FILE* out) {
+// One line per finding: "OK   ..." for an intact log (and a matching checkpoint), "NOTE ..." for
+// each sealed tear, "FAIL seq N (<file> line L): <what>: <why>" naming the first entry that was
+// changed, removed, reordered, torn or truncated away. Returns 0 when intact, 1 otherwise.
+int verify_audit_log(const Config& config, const AuditOptions& command, std::FILE* out) {
   const fs::path folder = config.state_dir;
   // Oldest first: audit.log.4 ... audit.log.1, audit.log.
   std::vector<std::string> names;
@@ -142,4 +132,37 @@ int run_audit_verify(const Config& config, const AuditCommand& command, std::FIL
   return 0;
 }
 
-}  // namespace pa
+class AuditCommand : public Command {
+ public:
+  void define(CLI::App& app) override {
+    app.require_subcommand(1);
+    options_.verify = app.add_subcommand(
+        "verify",
+        "check the audit log's hash chain (and a checkpoint); name the first entry changed, "
+        "removed, reordered or truncated away; exit 1 unless intact");
+    options_.checkpoint = options_.verify->add_option(
+        "--checkpoint", options_.checkpoint_file,
+        "a checkpoint message saved from P/agents/<client id>/audit: the log must hold its seq "
+        "with its hash, and its signature must verify");
+    options_.public_key = options_.verify->add_option(
+        "--public-key", options_.public_key_file,
+        "the agent's public key PEM to check the checkpoint's signature with (default: the agent "
+        "key in use)");
+    options_.verify->fallthrough();
+  }
+
+  int run(const ConfigInputs& inputs) override {
+    return verify_audit_log(load_config(inputs), options_, stdout);
+  }
+
+ private:
+  AuditOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_audit_command() {
+  return std::make_unique<AuditCommand>();
+}
+
+}  // namespace pa::cli

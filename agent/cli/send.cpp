@@ -17,11 +17,14 @@
 #include <system_error>
 
 #include "base/json_writer.hpp"
+#include "base/log.hpp"
+#include "cli/command.hpp"
 #include "intake/envelope.hpp"
 #include "intake/request.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/identifier.hpp"
-#include "mqtt/session.hpp"
+#include "mqtt/client.hpp"
+#include "protocol/protocol.hpp"
 
 namespace pa {
 namespace {
@@ -37,35 +40,28 @@ struct Received {
 // A short-lived client on the calling thread: connect, subscribe, publish, collect messages.
 class SendClient {
  public:
-  explicit SendClient(const Config& config) : config_(config) {
-    static const int init = mosquitto_lib_init();
-    (void)init;
-    // A client id of its own: reusing the daemon's would take its session over.
-    const std::string id = fmt::format("{}-send-{}", config.mqtt_client_id, ::getpid());
-    client_.reset(mosquitto_new(id.c_str(), true, this));
-    if (!client_) throw std::runtime_error("cannot create an MQTT client");
-    mosquitto_int_option(
-        client_.get(), MOSQ_OPT_PROTOCOL_VERSION,
-        config.mqtt_protocol == MqttProtocol::v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+  // A client id of its own: reusing the daemon's would take its session over.
+  explicit SendClient(const Config& config)
+      : client_(fmt::format("{}-send-{}", config.mqtt_client_id, ::getpid()), true, this) {
     mosquitto_connect_callback_set(client_.get(), &SendClient::on_connect);
     mosquitto_subscribe_callback_set(client_.get(), &SendClient::on_subscribe);
     mosquitto_publish_callback_set(client_.get(), &SendClient::on_publish);
     mosquitto_message_callback_set(client_.get(), &SendClient::on_message);
-    inline_ca_ = mqtt::apply_connection_settings(client_.get(), config);
+    client_.configure(mqtt::connection_settings(config));
   }
 
   // Connects and waits for the CONNACK; the reason on failure.
   std::optional<std::string> connect(Clock::time_point deadline) {
-    const int rc = mosquitto_connect(client_.get(), config_.mqtt_host.c_str(), config_.mqtt_port,
-                                     config_.mqtt_keepalive);
+    const mqtt::ConnectionSettings& broker = client_.settings();
+    const int rc = client_.connect();
     if (rc != MOSQ_ERR_SUCCESS)
-      return fmt::format("broker {}:{} unreachable: {}", config_.mqtt_host, config_.mqtt_port,
-                         rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+      return fmt::format("broker {}:{} unreachable: {}", broker.host, broker.port,
+                         mqtt::describe_rc(rc));
     if (!loop_until([&] { return connack_.has_value(); }, deadline))
-      return fmt::format("no answer from broker {}:{}", config_.mqtt_host, config_.mqtt_port);
+      return fmt::format("no answer from broker {}:{}", broker.host, broker.port);
     if (*connack_ != 0)
-      return fmt::format("broker {}:{} refused the connection: {}", config_.mqtt_host,
-                         config_.mqtt_port, mosquitto_connack_string(*connack_));
+      return fmt::format("broker {}:{} refused the connection: {}", broker.host, broker.port,
+                         mosquitto_connack_string(*connack_));
     return std::nullopt;
   }
 
@@ -127,9 +123,7 @@ class SendClient {
     static_cast<SendClient*>(self)->received_.push_back(std::move(received));
   }
 
-  const Config& config_;
-  mqtt::MosquittoHandle client_;
-  mqtt::TemporaryFile inline_ca_;  // the broker-config JSON's inline CA
+  mqtt::Client client_;
   std::optional<int> connack_;
   std::set<int> pending_;
   std::vector<Received> received_;
@@ -172,7 +166,7 @@ struct AgentStatus {
 
 std::map<std::string, AgentStatus> agent_statuses(const std::vector<Received>& received,
                                                   const std::string& base) {
-  const std::string prefix = base + "/agents/";
+  const std::string prefix = topics::agents_prefix(base);
   constexpr std::string_view kSuffix = "/status";
   std::map<std::string, AgentStatus> statuses;
   for (const Received& message : received) {
@@ -203,7 +197,7 @@ struct AgentKey {
 AgentKey find_agent_key(SendClient& client, const SendOptions& options, const std::string& base,
                         Clock::time_point deadline) {
   if (options.agent) {
-    const std::string topic = fmt::format("{}/agents/{}/status", base, *options.agent);
+    const std::string topic = topics::agent_status(base, *options.agent);
     auto usable = [&] {
       const auto statuses = agent_statuses(client.received(), base);
       const auto found = statuses.find(*options.agent);
@@ -243,7 +237,7 @@ AgentKey find_agent_key(SendClient& client, const SendOptions& options, const st
       offline.push_back(id);
     }
   }
-  const std::string filter = base + "/agents/+/status";
+  const std::string filter = topics::agent_status_filter(base);
   if (online.size() == 1) return {public_pem, {}};
   if (online.empty())
     return {{},
@@ -313,16 +307,16 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
   if (auto problem = client.connect(deadline)) return fail(1, *problem);
 
   const std::string& base = config.provision_topic_base;
-  std::vector<std::string> topics;
+  std::vector<std::string> subscriptions;
   if (options.wait.count() > 0)
     for (const std::string& device : options.devices) {
-      topics.push_back(fmt::format("{}/{}/response", base, device));
-      topics.push_back(fmt::format("{}/{}/public", config.keys_topic_base, device));
+      subscriptions.push_back(topics::response(base, device));
+      subscriptions.push_back(topics::public_key(config.keys_topic_base, device));
     }
   if (options.encrypt_to_agent)
-    topics.push_back(options.agent ? fmt::format("{}/agents/{}/status", base, *options.agent)
-                                   : base + "/agents/+/status");
-  if (!client.subscribe(topics, deadline))
+    subscriptions.push_back(options.agent ? topics::agent_status(base, *options.agent)
+                                          : topics::agent_status_filter(base));
+  if (!client.subscribe(subscriptions, deadline))
     return fail(1,
                 "the broker did not confirm the "
                 "subscriptions");
@@ -349,7 +343,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
         return fail(kExitConfig, fmt::format("cannot encrypt or sign: {}", error.what()));
       }
     }
-    if (!client.publish(fmt::format("{}/{}/request", base, device), payload))
+    if (!client.publish(topics::request(base, device), payload))
       return fail(1, fmt::format("cannot publish the request for {}", device));
     pending.push_back(std::move(entry));
   }
@@ -370,7 +364,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
       rapidjson::Document doc;
       doc.Parse(message.payload.data(), message.payload.size());
       for (Pending& entry : pending) {
-        if (message.topic == fmt::format("{}/{}/response", base, entry.device)) {
+        if (message.topic == topics::response(base, entry.device)) {
           // A request refused before it could be read (decrypt_failed, unauthorized) is answered
           // without its request_id: it is this device's, as only one request per device is out.
           const bool unread = !doc.HasParseError() && doc.IsObject() &&
@@ -379,8 +373,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
           entry.response = message.payload;
           entry.ok = json_member(doc, "status") == "ok";
           entry.with_key = entry.ok && !json_member(doc, "fingerprint").empty();
-        } else if (message.topic ==
-                   fmt::format("{}/{}/public", config.keys_topic_base, entry.device)) {
+        } else if (message.topic == topics::public_key(config.keys_topic_base, entry.device)) {
           // json key format carries the request id; pem format is the bare key text.
           if (!doc.HasParseError() ? json_member(doc, "request_id") == entry.request_id
                                    : !message.payload.empty())
@@ -425,3 +418,70 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
 }
 
 }  // namespace pa
+
+namespace pa::cli {
+namespace {
+
+class SendCommand : public Command {
+ public:
+  void define(CLI::App& app) override {
+    app.add_option("ACTION", options_.action,
+                   "generate_and_publish_key (request, generate), update (rotate), publish_key, "
+                   "delete, or an action a plugin adds")
+        ->required();
+    app.add_option("DEVICE", options_.devices, "device ids (several make a batch)")->required();
+    user_option_ = app.add_option("--user", user_, "user_id of the request")->type_name("USER");
+    encrypt_option_ =
+        app.add_option("--encrypt", public_key_,
+                       "encrypt to this RSA public key PEM (a device's sensor_public.pem)")
+            ->type_name("PUBKEY.pem");
+    CLI::Option* to_agent =
+        app.add_flag("--encrypt-to-agent", options_.encrypt_to_agent,
+                     "encrypt to the agent key from the retained status of the agent named by "
+                     "--agent, or of the only agent online");
+    encrypt_option_->excludes(to_agent);
+    agent_option_ = app.add_option("--agent", agent_,
+                                   "with --encrypt-to-agent: the agent's MQTT client id (its "
+                                   "status topic P/agents/ID/status); needed when several agents "
+                                   "are online")
+                        ->type_name("ID");
+    agent_option_->needs(to_agent);
+    sign_option_ =
+        app.add_option("--sign", sign_key_,
+                       "sign the ciphertext with this RSA private key PEM (the server's)")
+            ->type_name("KEY.pem");
+    app.add_option("--mode", options_.mode, "AES mode of the envelope: EAX (default) or GCM")
+        ->type_name("EAX|GCM");
+    app.add_option("--wait", wait_, "seconds to wait for all responses (0: do not wait)")
+        ->check(CLI::Range(0, 3600))
+        ->type_name("SECONDS");
+  }
+
+  int run(const ConfigInputs& inputs) override {
+    const Config config = load_config(inputs);
+    if (user_option_->count() > 0) options_.user = user_;
+    if (encrypt_option_->count() > 0) options_.encrypt_pubkey = public_key_;
+    if (sign_option_->count() > 0) options_.sign_key = sign_key_;
+    if (agent_option_->count() > 0) options_.agent = agent_;
+    options_.wait = std::chrono::seconds(wait_);
+    log_init(LogLevel::warning);
+    return run_send(config, options_, stdout, stderr);
+  }
+
+ private:
+  SendOptions options_;
+  std::string user_, public_key_, sign_key_, agent_;
+  int wait_ = 30;
+  CLI::Option* user_option_ = nullptr;
+  CLI::Option* encrypt_option_ = nullptr;
+  CLI::Option* agent_option_ = nullptr;
+  CLI::Option* sign_option_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_send_command() {
+  return std::make_unique<SendCommand>();
+}
+
+}  // namespace pa::cli

@@ -3,6 +3,7 @@
 // environment > --env-file > MQTT_BROKER_CONFIG JSON > built-in defaults. An invalid value stops
 // start-up with one line naming the variable and the value, and exit status 78.
 #include <chrono>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -11,7 +12,9 @@
 #include <string_view>
 #include <vector>
 
+#include "base/enum_names.hpp"
 #include "base/log.hpp"
+#include "config/variables.hpp"
 #include "keystore/key_pair.hpp"
 
 namespace pa {
@@ -24,21 +27,51 @@ struct ConfigError : std::runtime_error {
 inline constexpr int kExitConfig = 78;  // EX_CONFIG
 
 enum class ConfigSource { default_value, broker_config, env_file, environment, flag };
+// As `provision-agent config` shows them.
+inline constexpr std::array<EnumName<ConfigSource>, 5> kConfigSourceNames{{
+    {ConfigSource::default_value, "default"},
+    {ConfigSource::broker_config, "broker-config"},
+    {ConfigSource::env_file, "env-file"},
+    {ConfigSource::environment, "environment"},
+    {ConfigSource::flag, "flag"},
+}};
 const char* to_string(ConfigSource source) noexcept;
 
 enum class E2eePolicy { off, destructive, all };
-enum class KeyFormat { json, pem };
-enum class MqttProtocol { v311, v5 };
+inline constexpr std::array<EnumName<E2eePolicy>, 3> kE2eePolicyNames{{
+    {E2eePolicy::off, "off"},
+    {E2eePolicy::destructive, "destructive"},
+    {E2eePolicy::all, "all"},
+}};
 
-// Every variable of SPEC section 2, with its long flag. The table drives flags, `config`
-// output and lookup by name (also for plugins through the host's config_get).
-struct ConfigVariable {
-  const char* env;      // "MQTT_HOST"
-  const char* flag;     // "--mqtt-host"
-  const char* help;     // one line for --help and agent.env
-  bool secret = false;  // masked in `config` output, never returned to plugins
+enum class KeyFormat { json, pem };
+inline constexpr std::array<EnumName<KeyFormat>, 2> kKeyFormatNames{{
+    {KeyFormat::json, "json"},
+    {KeyFormat::pem, "pem"},
+}};
+
+enum class MqttProtocol { v311, v5 };
+// "3.1.1" and "5" are shown; the other spellings are what paho and mosquitto users type.
+inline constexpr std::array<EnumName<MqttProtocol>, 8> kMqttProtocolNames{{
+    {MqttProtocol::v311, "3.1.1"},
+    {MqttProtocol::v5, "5"},
+    {MqttProtocol::v311, "311"},
+    {MqttProtocol::v311, "mqttv311"},
+    {MqttProtocol::v311, "v311"},
+    {MqttProtocol::v5, "v5"},
+    {MqttProtocol::v5, "mqttv5"},
+    {MqttProtocol::v5, "5.0"},
+}};
+
+// One broker of MQTT_BROKER_URL's list (SPEC section 3.6).
+struct BrokerAddress {
+  std::string host;
+  int port = 1883;
+  bool tls = false;
+  bool operator==(const BrokerAddress& other) const {
+    return host == other.host && port == other.port && tls == other.tls;
+  }
 };
-const std::vector<ConfigVariable>& config_variables();
 
 // Raw string values per source before typing. Names are the environment names.
 struct ConfigInputs {
@@ -69,23 +102,30 @@ std::chrono::steady_clock::duration test_override_seconds(const char* variable,
 // and read errors throw ConfigError naming the file.
 std::map<std::string, std::string> parse_env_file(const std::string& path);
 
+// The effective configuration. A default-constructed Config holds the table's built-in defaults
+// (config_variables()); load_config fills in the computed ones and what the sources give.
 struct Config {
+  Config();
+
   // MQTT
-  std::string mqtt_host = "localhost";
-  int mqtt_port = 1883;
+  std::string mqtt_host;  // the first broker's (brokers[0])
+  int mqtt_port = 0;
+  bool mqtt_use_tls = false;
+  // Every broker to try, in order: MQTT_BROKER_URL's list, else MQTT_HOST, MQTT_PORT and
+  // MQTT_USE_TLS; never empty after load_config, and the first is always mqtt_host:mqtt_port.
+  std::vector<BrokerAddress> brokers;
   std::optional<std::string> mqtt_user;
   std::optional<std::string> mqtt_password;  // from MQTT_PASSWORD_FILE when that is set
-  bool mqtt_use_tls = false;
   std::optional<std::string> mqtt_ca_certs;  // file; unset = system store
   std::optional<std::string> mqtt_certfile;
   std::optional<std::string> mqtt_keyfile;
   bool mqtt_tls_insecure = false;
-  std::string mqtt_client_id;
-  int mqtt_keepalive = 60;
-  MqttProtocol mqtt_protocol = MqttProtocol::v311;
-  std::int64_t session_expiry = 604800;  // MQTT 5 session expiry in seconds
-  std::string provision_topic_base = "provision";
-  std::string keys_topic_base = "keys";
+  std::string mqtt_client_id;  // computed by load_config unless given
+  int mqtt_keepalive = 0;
+  MqttProtocol mqtt_protocol{};
+  std::int64_t session_expiry = 0;  // MQTT 5 session expiry in seconds
+  std::string provision_topic_base;
+  std::string keys_topic_base;
   // PEM text from the broker-config JSON's caCert: written to a private file at start-up.
   std::optional<std::string> inline_ca_pem;
 
@@ -97,25 +137,29 @@ struct Config {
   // ~/.local/state/provision-agent; never the project folder or the key store (SPEC section 5).
   std::string state_dir;
   std::optional<std::string> key_group;  // PROVISION_KEY_GROUP
-  int max_devices = 10000;               // PROVISION_MAX_DEVICES
-  bool csr = false;                      // PROVISION_CSR
-  std::optional<std::string> ca_file;    // PROVISION_CA_FILE
-  std::optional<std::int64_t> key_max_age_seconds;  // PROVISION_KEY_MAX_AGE
+  int max_devices = 0;                   // PROVISION_MAX_DEVICES
   std::string plugin_dir;                // PROVISION_PLUGIN_DIR or the compiled-in install folder
-  keystore::KeyType key_type = keystore::KeyType::rsa2048;
+  keystore::KeyType key_type{};
+  bool csr = false;                                 // PROVISION_CSR
+  std::optional<std::string> ca_file;               // PROVISION_CA_FILE
+  std::optional<std::int64_t> key_max_age_seconds;  // PROVISION_KEY_MAX_AGE
+  int key_pool = 0;                                 // PROVISION_KEY_POOL
 
   // Requests
-  int workers = 1;  // default: number of CPUs
-  int queue_max = 1024;
-  int max_payload = 65536;
-  E2eePolicy e2ee_policy = E2eePolicy::destructive;
+  int workers = 1;  // computed by load_config: the number of CPUs unless given
+  int queue_max = 0;
+  int max_payload = 0;
+  E2eePolicy e2ee_policy{};
   std::optional<std::string> agent_key;      // PROVISION_AGENT_KEY
   std::optional<std::string> server_pubkey;  // PROVISION_SERVER_PUBKEY
-  int max_skew = 300;
-  std::vector<std::string> devices = {"*"};  // glob patterns
-  bool retain_keys = true;
-  KeyFormat key_format = KeyFormat::json;
-  LogLevel log_level = LogLevel::info;
+  int max_skew = 0;
+  std::vector<std::string> devices;  // glob patterns
+  bool retain_keys = false;
+  KeyFormat key_format{};
+
+  // Logging and metrics
+  std::optional<std::string> metrics_file;  // PROVISION_METRICS_FILE
+  LogLevel log_level{};
 
   // The effective raw value and its source for every variable (for `config` and config_get).
   struct Entry {

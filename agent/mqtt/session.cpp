@@ -9,13 +9,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <mutex>
-#include <system_error>
 #include <thread>
 #include <utility>
 
 #include "base/log.hpp"
-#include "keystore/file_util.hpp"
 
 namespace pa::mqtt {
 namespace {
@@ -26,84 +23,7 @@ constexpr int kQos = 1;
 // PA_CONNECT_TIMEOUT_SECONDS.
 constexpr auto kConnectTimeout = std::chrono::seconds(30);
 
-void init_library() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    mosquitto_lib_init();
-    std::atexit([] { mosquitto_lib_cleanup(); });
-  });
-}
-
-std::string describe_rc(int rc) {
-  if (rc == MOSQ_ERR_ERRNO) {
-    // libmosquitto 2 already describes MOSQ_ERR_ERRNO with strerror(errno): say it once.
-    const std::string system = strerror(errno);
-    const std::string library = mosquitto_strerror(rc);
-    return library == system ? system : fmt::format("{} ({})", library, system);
-  }
-  return mosquitto_strerror(rc);
-}
-
 }  // namespace
-
-TemporaryFile::TemporaryFile(std::string pattern, std::string_view data) {
-  keystore::UniqueFd fd(::mkstemp(pattern.data()));
-  if (!fd) throw std::system_error(errno, std::generic_category(), "mkstemp");
-  const ssize_t written = ::write(fd.get(), data.data(), data.size());
-  if (written != static_cast<ssize_t>(data.size())) {
-    const int error = written < 0 ? errno : EIO;
-    ::unlink(pattern.c_str());  // a throwing constructor runs no destructor
-    throw std::system_error(error, std::generic_category(), "write");
-  }
-  path_ = std::move(pattern);
-}
-
-TemporaryFile& TemporaryFile::operator=(TemporaryFile&& other) noexcept {
-  if (this != &other) {
-    if (!path_.empty()) ::unlink(path_.c_str());
-    path_ = std::exchange(other.path_, {});
-  }
-  return *this;
-}
-
-TemporaryFile::~TemporaryFile() {
-  if (!path_.empty()) ::unlink(path_.c_str());
-}
-
-TemporaryFile apply_connection_settings(mosquitto* client, const Config& config) {
-  using Setting = ConnectionSettingError::Setting;
-  if (config.mqtt_user) {
-    const char* password = config.mqtt_password ? config.mqtt_password->c_str() : nullptr;
-    const int rc = mosquitto_username_pw_set(client, config.mqtt_user->c_str(), password);
-    if (rc != MOSQ_ERR_SUCCESS)
-      throw ConnectionSettingError(Setting::credentials, rc,
-                                   "invalid MQTT_USER: libmosquitto refused the credentials");
-  }
-  TemporaryFile inline_ca;
-  if (!config.mqtt_use_tls) return inline_ca;
-
-  std::optional<std::string> ca = config.mqtt_ca_certs;
-  if (!ca && config.inline_ca_pem) {
-    try {
-      inline_ca = TemporaryFile("/tmp/provision-agent-ca-XXXXXX", *config.inline_ca_pem);
-    } catch (const std::system_error&) {
-      throw ConnectionSettingError(Setting::inline_ca, MOSQ_ERR_SUCCESS,
-                                   "cannot write the broker-config caCert to a temporary file");
-    }
-    ca = inline_ca.path();
-  }
-  if (!ca) mosquitto_int_option(client, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-  const int rc =
-      mosquitto_tls_set(client, ca ? ca->c_str() : nullptr, ca ? nullptr : "/etc/ssl/certs",
-                        config.mqtt_certfile ? config.mqtt_certfile->c_str() : nullptr,
-                        config.mqtt_keyfile ? config.mqtt_keyfile->c_str() : nullptr, nullptr);
-  if (rc != MOSQ_ERR_SUCCESS)
-    throw ConnectionSettingError(
-        Setting::tls_files, rc,
-        fmt::format("invalid MQTT_CA_CERTS=\"{}\": {}", ca.value_or("system"), describe_rc(rc)));
-  if (config.mqtt_tls_insecure) mosquitto_tls_insecure_set(client, true);
-  return inline_ca;
-}
 
 Session::Session(const Config& config, std::string status_topic, std::string online_payload,
                  Handlers handlers)
@@ -111,31 +31,22 @@ Session::Session(const Config& config, std::string status_topic, std::string onl
       status_topic_(std::move(status_topic)),
       online_payload_(std::move(online_payload)),
       handlers_(std::move(handlers)),
+      // clean_session=false: the broker keeps our subscriptions and queues QoS 1 requests while
+      // we are away (SPEC section 3).
+      client_(config.mqtt_client_id, false, this),
       connect_timeout_(test_override_seconds("PA_CONNECT_TIMEOUT_SECONDS", kConnectTimeout)) {
-  init_library();
-  // clean_session=false: the broker keeps our subscriptions and queues QoS 1 requests while we
-  // are away (SPEC section 3).
-  client_.reset(mosquitto_new(config.mqtt_client_id.c_str(), false, this));
-  if (!client_) throw ConfigError(fmt::format("cannot create MQTT client: {}", strerror(errno)));
   mosquitto_threaded_set(client_.get(), true);
-  const bool v5 = config.mqtt_protocol == MqttProtocol::v5;
-  mosquitto_int_option(client_.get(), MOSQ_OPT_PROTOCOL_VERSION,
-                       v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-  // Small request/response packets: without this, Nagle's algorithm and the broker's delayed
-  // ACK add ~40 ms to every reply (measured by bench/run.sh).
-  mosquitto_int_option(client_.get(), MOSQ_OPT_TCP_NODELAY, 1);
   mosquitto_connect_v5_callback_set(client_.get(), &Session::on_connect);
   mosquitto_disconnect_v5_callback_set(client_.get(), &Session::on_disconnect);
   mosquitto_subscribe_v5_callback_set(client_.get(), &Session::on_subscribe);
   mosquitto_message_v5_callback_set(client_.get(), &Session::on_message);
   mosquitto_publish_v5_callback_set(client_.get(), &Session::on_publish);
   mosquitto_log_callback_set(client_.get(), &Session::on_log);
-
-  inline_ca_ = apply_connection_settings(client_.get(), config);
+  client_.configure(connection_settings(config));
   if (config.mqtt_use_tls && config.mqtt_tls_insecure)
     log_warning("MQTT_TLS_INSECURE is on: the broker's certificate host name is not verified");
 
-  if (v5) {
+  if (config.mqtt_protocol == MqttProtocol::v5) {
     // libmosquitto 2.0 has no asynchronous connect that takes CONNECT properties, but keeps
     // those of the last mosquitto_connect_bind_v5() for every later connect. That call stores
     // them before it checks its arguments, so an invalid port stores them without connecting.
@@ -321,10 +232,12 @@ void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*
   // Subscribing again on every connect is harmless with a kept session and required without.
   // One SUBSCRIBE for the three topics: one SUBACK says they are all in place.
   const std::string& base = self->config_.provision_topic_base;
-  const std::string topics[] = {fmt::format("{}/+/request", base), fmt::format("{}/+/update", base),
-                                fmt::format("{}/+/delete", base)};
-  char* filters[] = {const_cast<char*>(topics[0].c_str()), const_cast<char*>(topics[1].c_str()),
-                     const_cast<char*>(topics[2].c_str())};
+  const std::string filters_text[] = {topics::request_filter(base, TopicKind::request),
+                                      topics::request_filter(base, TopicKind::update),
+                                      topics::request_filter(base, TopicKind::remove)};
+  char* filters[] = {const_cast<char*>(filters_text[0].c_str()),
+                     const_cast<char*>(filters_text[1].c_str()),
+                     const_cast<char*>(filters_text[2].c_str())};
   const int sub_rc =
       mosquitto_subscribe_multiple(client, &self->subscribe_mid_, 3, filters, kQos, 0, nullptr);
   if (sub_rc != MOSQ_ERR_SUCCESS)

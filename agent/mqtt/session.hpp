@@ -18,58 +18,10 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "mqtt/client.hpp"
 #include "protocol/protocol.hpp"
 
 namespace pa::mqtt {
-
-// Move-only owner of a mosquitto client handle.
-struct MosquittoDeleter {
-  void operator()(mosquitto* handle) const noexcept { mosquitto_destroy(handle); }
-};
-using MosquittoHandle = std::unique_ptr<mosquitto, MosquittoDeleter>;
-
-// Owner of a libmosquitto property list (MQTT 5).
-struct PropertyDeleter {
-  void operator()(mosquitto_property* list) const noexcept { mosquitto_property_free_all(&list); }
-};
-using PropertyList = std::unique_ptr<mosquitto_property, PropertyDeleter>;
-
-// Owner of a private temporary file (mkstemp, mode 0600), unlinked on destruction.
-class TemporaryFile {
- public:
-  TemporaryFile() noexcept = default;
-  // Writes `data` to a new file named from `pattern` (ending in "XXXXXX", as mkstemp wants).
-  // Throws std::system_error (and removes the file) when it cannot be created or written.
-  TemporaryFile(std::string pattern, std::string_view data);
-  TemporaryFile(TemporaryFile&& other) noexcept : path_(std::exchange(other.path_, {})) {}
-  TemporaryFile& operator=(TemporaryFile&& other) noexcept;
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-  ~TemporaryFile();
-
-  const std::string& path() const noexcept { return path_; }  // empty when there is no file
-
- private:
-  std::string path_;
-};
-
-// A connection setting libmosquitto refused (or the inline CA that could not be written). what()
-// is the agent's one-line message; `setting` and `rc` let a caller word it its own way.
-struct ConnectionSettingError : ConfigError {
-  enum class Setting { credentials, inline_ca, tls_files };
-  ConnectionSettingError(Setting which, int code, const std::string& message)
-      : ConfigError(message), setting(which), rc(code) {}
-  Setting setting;
-  int rc;  // libmosquitto's return code; MOSQ_ERR_SUCCESS for the inline CA
-};
-
-// Applies the broker credentials (MQTT_USER/MQTT_PASSWORD) and, with MQTT_USE_TLS, the TLS
-// settings to `client`: the CA from MQTT_CA_CERTS, else the broker-config JSON's inline caCert
-// written to a private temporary file, else the OS certificate store; the client certificate and
-// key; MQTT_TLS_INSECURE. Returns the owner of that temporary file (empty without one): keep it
-// as long as the client may connect, since libmosquitto reads the CA file when it connects.
-// Throws ConnectionSettingError.
-[[nodiscard]] TemporaryFile apply_connection_settings(mosquitto* client, const Config& config);
 
 // Where a reply goes besides P/D/response: the MQTT 5 Response Topic and Correlation Data.
 struct ReplyTo {
@@ -128,8 +80,7 @@ class Session {
   std::string status_topic_;
   std::string online_payload_;
   Handlers handlers_;
-  MosquittoHandle client_;
-  TemporaryFile inline_ca_;  // the broker-config JSON's inline CA, written to a private file
+  Client client_;
   std::atomic<bool> connected_{false};
   bool socket_open_ = false;
   // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,

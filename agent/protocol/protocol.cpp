@@ -84,6 +84,9 @@ std::string request_filter(std::string_view base, TopicKind kind) {
                                                  : "request";
   return fmt::format("{}/+/{}", base, leaf);
 }
+std::string request(std::string_view base, std::string_view device) {
+  return fmt::format("{}/{}/request", base, device);
+}
 std::string response(std::string_view base, std::string_view device) {
   return fmt::format("{}/{}/response", base, device);
 }

@@ -75,6 +75,7 @@ const char* topic_action(TopicKind kind);
 // `keys_base` MQTT_KEYS_TOPIC_BASE (K).
 namespace topics {
 std::string request_filter(std::string_view base, TopicKind kind);     // P/+/request|update|delete
+std::string request(std::string_view base, std::string_view device);   // P/D/request
 std::string response(std::string_view base, std::string_view device);  // P/D/response
 std::string public_key(std::string_view keys_base, std::string_view device);  // K/D/public
 std::string agent_status(std::string_view base, std::string_view client_id);  // P/agents/C/status

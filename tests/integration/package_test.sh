@@ -89,6 +89,7 @@ step "lintian"
 lintian_output=$(lintian --tag-display-limit 0 "$deb" 2>&1 || true)
 printf '%s\n' "$lintian_output"
 if printf '%s\n' "$lintian_output" | grep -q '^E: '; then fail "lintian reports errors"; fi
+if printf '%s\n' "$lintian_output" | grep -q 'no-manual-page'; then fail "lintian misses a manual page"; fi
 
 step "dpkg -i"
 dpkg -i "$deb"
@@ -107,6 +108,9 @@ expect_installed /etc/provision-agent/agent.env 600 root:root
 expect_installed /usr/include/provision/plugin.h 644 root:root
 expect_installed /usr/share/doc/provision-agent/copyright 644 root:root
 expect_installed /usr/share/doc/provision-agent/changelog.gz 644 root:root
+expect_installed /usr/share/man/man1/provision-agent.1.gz 644 root:root
+expect_installed /usr/share/man/man1/provision-agent-check.1.gz 644 root:root
+expect_installed /usr/share/bash-completion/completions/provision-agent 644 root:root
 dpkg-query -W -f='${Conffiles}\n' "$package" | grep -q '^ /etc/provision-agent/agent.env ' ||
   fail "agent.env is not a conffile"
 cmp -s /etc/provision-agent/agent.env "$source_dir/systemd/agent.env" || fail "agent.env differs"

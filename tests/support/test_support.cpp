@@ -24,6 +24,8 @@
 
 #include <fmt/format.h>
 
+#include "mqtt/client.hpp"
+
 extern char** environ;
 
 namespace pa::test {
@@ -483,12 +485,8 @@ TlsFiles Broker::make_tls_files(const TempDir& dir) {
 // ---------------------------------------------------------------------------------------------
 // MqttClient
 
-namespace {
-std::once_flag mosquitto_init_once;
-}
-
 bool topic_matches(const std::string& topic_filter, const std::string& topic) {
-  std::call_once(mosquitto_init_once, [] { mosquitto_lib_init(); });
+  mqtt::init_library();
   bool result = false;
   if (mosquitto_topic_matches_sub(topic_filter.c_str(), topic.c_str(), &result) != MOSQ_ERR_SUCCESS)
     return false;
@@ -496,51 +494,42 @@ bool topic_matches(const std::string& topic_filter, const std::string& topic) {
 }
 
 MqttClient::MqttClient(int port, MqttClientOptions options) {
-  std::call_once(mosquitto_init_once, [] { mosquitto_lib_init(); });
   client_id_ = options.client_id.empty() ? unique_name("pa-test-client-") : options.client_id;
-  client_ = mosquitto_new(client_id_.c_str(), options.clean_session, this);
-  if (client_ == nullptr) throw std::runtime_error("mosquitto_new failed");
-  mosquitto_connect_callback_set(client_, &MqttClient::on_connect);
-  mosquitto_subscribe_callback_set(client_, &MqttClient::on_subscribe);
-  mosquitto_publish_callback_set(client_, &MqttClient::on_publish);
-  mosquitto_message_callback_set(client_, &MqttClient::on_message);
-  mosquitto_reconnect_delay_set(client_, 1, 2, false);
-  if (options.username) {
-    mosquitto_username_pw_set(client_, options.username->c_str(),
-                              options.password ? options.password->c_str() : nullptr);
-  }
-  if (options.ca_file) {
-    int rc =
-        mosquitto_tls_set(client_, options.ca_file->c_str(), nullptr, nullptr, nullptr, nullptr);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      mosquitto_destroy(client_);
-      throw std::runtime_error("mosquitto_tls_set: " + mosquitto_error(rc));
-    }
-  }
-  int rc = mosquitto_connect(client_, options.host.c_str(), port, 30);
-  if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_loop_start(client_);
-  if (rc != MOSQ_ERR_SUCCESS) {
-    std::string message = mosquitto_error(rc);
-    mosquitto_destroy(client_);
-    throw std::runtime_error(fmt::format("MQTT connect to {}:{}: {}", options.host, port, message));
-  }
+  client_ = std::make_unique<mqtt::Client>(client_id_, options.clean_session, this);
+  mosquitto* handle = client_->get();
+  mosquitto_connect_callback_set(handle, &MqttClient::on_connect);
+  mosquitto_subscribe_callback_set(handle, &MqttClient::on_subscribe);
+  mosquitto_publish_callback_set(handle, &MqttClient::on_publish);
+  mosquitto_message_callback_set(handle, &MqttClient::on_message);
+  mosquitto_reconnect_delay_set(handle, 1, 2, false);
+  mqtt::ConnectionSettings settings;
+  settings.host = options.host;
+  settings.port = port;
+  settings.keepalive = 30;
+  settings.user = options.username;
+  settings.password = options.password;
+  settings.tls = options.ca_file.has_value();
+  settings.ca_file = options.ca_file;
+  client_->configure(settings);
+  int rc = client_->connect();
+  if (rc == MOSQ_ERR_SUCCESS) rc = client_->start_network_thread();
+  if (rc != MOSQ_ERR_SUCCESS)
+    throw std::runtime_error(
+        fmt::format("MQTT connect to {}:{}: {}", options.host, port, mosquitto_error(rc)));
   std::unique_lock lock(mutex_);
   if (!changed_.wait_for(lock, 10s, [this] { return connack_.has_value(); }) || *connack_ != 0) {
     int code = connack_.value_or(-1);
     lock.unlock();
-    mosquitto_disconnect(client_);
-    mosquitto_loop_stop(client_, false);
-    mosquitto_destroy(client_);
+    client_.reset();  // disconnects and stops the network thread
     throw std::runtime_error(
         fmt::format("MQTT connect to {}:{} refused or timed out (CONNACK {}: {})", options.host,
                     port, code, code >= 0 ? mosquitto_connack_string(code) : "none"));
   }
 }
 
+// The network thread stops before the state its callbacks write goes away.
 MqttClient::~MqttClient() {
-  mosquitto_disconnect(client_);
-  mosquitto_loop_stop(client_, false);
-  mosquitto_destroy(client_);
+  client_.reset();
 }
 
 void MqttClient::on_connect(mosquitto*, void* self, int rc) {
@@ -581,7 +570,7 @@ void MqttClient::on_message(mosquitto*, void* self, const mosquitto_message* mes
 
 void MqttClient::subscribe(const std::string& topic_filter, std::chrono::milliseconds timeout) {
   int mid = 0;
-  int rc = mosquitto_subscribe(client_, &mid, topic_filter.c_str(), 1);
+  int rc = mosquitto_subscribe(client_->get(), &mid, topic_filter.c_str(), 1);
   if (rc != MOSQ_ERR_SUCCESS) {
     throw std::runtime_error(fmt::format("subscribe {}: {}", topic_filter, mosquitto_error(rc)));
   }
@@ -596,7 +585,7 @@ void MqttClient::subscribe(const std::string& topic_filter, std::chrono::millise
 void MqttClient::publish(const std::string& topic, const std::string& payload, int qos, bool retain,
                          std::chrono::milliseconds timeout) {
   int mid = 0;
-  int rc = mosquitto_publish(client_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+  int rc = mosquitto_publish(client_->get(), &mid, topic.c_str(), static_cast<int>(payload.size()),
                              payload.data(), qos, retain);
   if (rc != MOSQ_ERR_SUCCESS) {
     throw std::runtime_error(fmt::format("publish {}: {}", topic, mosquitto_error(rc)));

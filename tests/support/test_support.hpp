@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,6 +19,10 @@
 
 struct mosquitto;
 struct mosquitto_message;
+
+namespace pa::mqtt {
+class Client;
+}
 
 namespace pa::test {
 
@@ -168,8 +173,8 @@ struct MqttClientOptions {
   bool clean_session = true;
 };
 
-// A libmosquitto client with its own network thread that records every message it receives.
-// The constructor connects and waits (bounded) for the CONNACK; it throws on failure.
+// An MQTT client (agent/mqtt/client.hpp) with its own network thread that records every message it
+// receives. The constructor connects and waits (bounded) for the CONNACK; it throws on failure.
 class MqttClient {
  public:
   using Predicate = std::function<bool(const Message&)>;
@@ -205,7 +210,7 @@ class MqttClient {
   static void on_message(mosquitto* client, void* self, const mosquitto_message* message);
   std::size_t count_matching(const std::string& topic_filter, const Predicate& predicate) const;
 
-  mosquitto* client_ = nullptr;
+  std::unique_ptr<mqtt::Client> client_;  // agent/mqtt's client: one way to set up libmosquitto
   std::string client_id_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;

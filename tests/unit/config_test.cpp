@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -77,25 +78,75 @@ ConfigInputs with_flag(const std::string& name, const std::string& value) {
 
 TEST(ConfigVariables, FollowTheSpecOrderWithLongFlags) {
   const auto& variables = pa::config_variables();
-  // Those of SPEC section 2 implemented so far (plugins declare their own options).
-  ASSERT_EQ(variables.size(), 38u);
+  // Every variable of SPEC section 2 (plugins declare their own options).
+  ASSERT_EQ(variables.size(), 40u);
   EXPECT_STREQ(variables.front().env, "MQTT_BROKER_URL");
   EXPECT_STREQ(variables.front().flag, "--broker-url");
   EXPECT_STREQ(variables[1].env, "MQTT_HOST");
   EXPECT_STREQ(variables[1].flag, "--mqtt-host");
-  EXPECT_STREQ(variables[1].help, "broker host (default localhost)");
+  EXPECT_STREQ(variables[1].help, "broker host");
+  EXPECT_EQ(variables[1].default_text(), "localhost");
   EXPECT_STREQ(variables.back().env, "LOG_LEVEL");
   EXPECT_STREQ(variables.back().flag, "--log-level");
+  std::set<std::string> flags;
   for (const auto& variable : variables) {
     EXPECT_EQ(variable.secret, std::string(variable.env) == "MQTT_PASSWORD") << variable.env;
     EXPECT_EQ(std::string(variable.flag).rfind("--", 0), 0u) << variable.env;
-    EXPECT_NE(std::string(variable.help).find("(default"), std::string::npos) << variable.env;
+    EXPECT_TRUE(flags.insert(variable.flag).second) << variable.flag << " twice";
+    // The default lives in its own column now, written once; help is what the variable is.
+    EXPECT_FALSE(std::string(variable.help).empty()) << variable.env;
+    EXPECT_EQ(std::string(variable.help).find("(default"), std::string::npos) << variable.env;
+    EXPECT_FALSE(variable.default_text().empty()) << variable.env;
   }
   const auto keys_dir = std::find_if(variables.begin(), variables.end(), [](const auto& v) {
     return std::string(v.env) == "PROVISION_KEYS_DIR";
   });
   ASSERT_NE(keys_dir, variables.end());
   EXPECT_STREQ(keys_dir->flag, "--keys-dir");
+}
+
+// What --help, the README and agent.env show is read from the rows.
+TEST(ConfigVariables, DefaultsRangesAndChoicesForTheDocumentation) {
+  const auto row = [](const char* name) { return *pa::find_config_variable(name); };
+  EXPECT_EQ(row("MQTT_KEEPALIVE").default_text(), "60");
+  EXPECT_EQ(row("MQTT_KEEPALIVE").range_text(), "5..65535 seconds");
+  EXPECT_EQ(row("MQTT_PORT").default_text(), "1883, or 8883 with TLS");
+  EXPECT_EQ(row("MQTT_PORT").default_value, "1883");
+  EXPECT_EQ(row("MQTT_PROTOCOL").range_text(), "3.1.1 or 5");
+  EXPECT_EQ(row("LOG_LEVEL").range_text(), "debug, info, warning or error");
+  EXPECT_EQ(row("PROVISION_KEY_TYPE").range_text(),
+            "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ed25519");
+  EXPECT_EQ(row("PROVISION_WORKERS").default_text(), "the number of CPUs");
+  EXPECT_EQ(row("PROVISION_KEY_MAX_AGE").range_text(), "1s..36500d");
+  EXPECT_EQ(row("MQTT_USER").default_text(), "unset");
+  EXPECT_STREQ(row("PROVISION_KEY_GROUP").package_value, "provision-keys");
+  EXPECT_EQ(row("PROVISION_CSR").kind, pa::VariableKind::boolean);
+  EXPECT_EQ(pa::find_config_variable("NOT_A_VARIABLE"), nullptr);
+}
+
+// A default-constructed Config holds the table's defaults: the defaults have one home.
+TEST(ConfigLoad, DefaultConstructedConfigHoldsTheTablesDefaults) {
+  ScopedEnv state("STATE_DIRECTORY", nullptr);
+  const Config built;
+  const Config loaded = load_config({});
+  EXPECT_EQ(built.mqtt_host, loaded.mqtt_host);
+  EXPECT_EQ(built.mqtt_port, loaded.mqtt_port);
+  EXPECT_EQ(built.mqtt_keepalive, loaded.mqtt_keepalive);
+  EXPECT_EQ(built.session_expiry, loaded.session_expiry);
+  EXPECT_EQ(built.max_skew, loaded.max_skew);
+  EXPECT_EQ(built.queue_max, loaded.queue_max);
+  EXPECT_EQ(built.max_payload, loaded.max_payload);
+  EXPECT_EQ(built.max_devices, loaded.max_devices);
+  EXPECT_EQ(built.key_pool, loaded.key_pool);
+  EXPECT_EQ(built.devices, loaded.devices);
+  EXPECT_EQ(built.retain_keys, loaded.retain_keys);
+  EXPECT_EQ(built.key_type, loaded.key_type);
+  EXPECT_EQ(built.e2ee_policy, loaded.e2ee_policy);
+  EXPECT_EQ(built.key_format, loaded.key_format);
+  EXPECT_EQ(built.log_level, loaded.log_level);
+  EXPECT_EQ(built.mqtt_protocol, loaded.mqtt_protocol);
+  EXPECT_EQ(built.provision_topic_base, loaded.provision_topic_base);
+  EXPECT_EQ(built.keys_topic_base, loaded.keys_topic_base);
 }
 
 TEST(ConfigLoad, DefaultsWhenNothingIsGiven) {
@@ -123,6 +174,12 @@ TEST(ConfigLoad, DefaultsWhenNothingIsGiven) {
   EXPECT_TRUE(config.retain_keys);
   EXPECT_EQ(config.key_format, pa::KeyFormat::json);
   EXPECT_EQ(config.log_level, pa::LogLevel::info);
+  EXPECT_FALSE(config.csr);
+  EXPECT_FALSE(config.ca_file);
+  EXPECT_FALSE(config.key_max_age_seconds);
+  EXPECT_EQ(config.key_pool, 2);
+  EXPECT_FALSE(config.metrics_file);
+  EXPECT_EQ(config.brokers, (std::vector<pa::BrokerAddress>{{"localhost", 1883, false}}));
 
   ASSERT_EQ(config.entries.size(), pa::config_variables().size());
   const auto& host = config.entries.at("MQTT_HOST");
@@ -688,6 +745,129 @@ TEST(ConfigSourceNames, AsShownByTheConfigCommand) {
   EXPECT_STREQ(pa::to_string(ConfigSource::env_file), "env-file");
   EXPECT_STREQ(pa::to_string(ConfigSource::environment), "environment");
   EXPECT_STREQ(pa::to_string(ConfigSource::flag), "flag");
+}
+
+// ---- Variables of SPEC revision 2: parsed, validated and documented here; used elsewhere ----
+
+TEST(ConfigCsr, BooleanDefaultFalse) {
+  EXPECT_FALSE(load_config({}).csr);
+  EXPECT_EQ(load_config({}).entries.at("PROVISION_CSR").value, "false");
+  EXPECT_TRUE(load_config(with_flag("PROVISION_CSR", "yes")).csr);
+  EXPECT_FALSE(load_config(with_flag("PROVISION_CSR", "off")).csr);
+  EXPECT_EQ(error_of(with_flag("PROVISION_CSR", "maybe")),
+            "invalid PROVISION_CSR=\"maybe\": expected true/false, 1/0, yes/no or on/off");
+}
+
+TEST(ConfigCaFile, MustBeReadable) {
+  test::TempDir dir;
+  EXPECT_FALSE(load_config({}).ca_file);
+  const std::string ca = write_in(dir, "ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  EXPECT_EQ(load_config(with_flag("PROVISION_CA_FILE", ca)).ca_file, ca);
+  EXPECT_FALSE(load_config(with_flag("PROVISION_CA_FILE", "")).ca_file);  // empty is unset
+  const std::string missing = dir.file("missing.pem");
+  EXPECT_EQ(
+      error_of(with_flag("PROVISION_CA_FILE", missing)),
+      "invalid PROVISION_CA_FILE=\"" + missing + "\": cannot read file: No such file or directory");
+}
+
+TEST(ConfigKeyMaxAge, DurationWithUnitInSeconds) {
+  EXPECT_FALSE(load_config({}).key_max_age_seconds);
+  EXPECT_EQ(load_config({}).entries.at("PROVISION_KEY_MAX_AGE").value, "");
+  auto seconds = [](const char* text) {
+    return load_config(with_flag("PROVISION_KEY_MAX_AGE", text)).key_max_age_seconds;
+  };
+  EXPECT_EQ(seconds("365d"), 365 * 86400);
+  EXPECT_EQ(seconds("12h"), 12 * 3600);
+  EXPECT_EQ(seconds("90m"), 90 * 60);
+  EXPECT_EQ(seconds("1s"), 1);
+  EXPECT_EQ(seconds("36500d"), 36500LL * 86400);
+  for (const char* bad :
+       {"365", "d", "-1d", "0d", "1y", "1.5d", "36501d", " 1d", "99999999999999999d"}) {
+    const std::string error = error_of(with_flag("PROVISION_KEY_MAX_AGE", bad));
+    EXPECT_EQ(error, std::string("invalid PROVISION_KEY_MAX_AGE=\"") + bad +
+                         "\": expected a duration 1s..36500d: an integer with s, m, h or d (365d)");
+  }
+}
+
+TEST(ConfigKeyPool, IntegerZeroToSixtyFour) {
+  EXPECT_EQ(load_config({}).key_pool, 2);
+  EXPECT_EQ(load_config(with_flag("PROVISION_KEY_POOL", "0")).key_pool, 0);
+  EXPECT_EQ(load_config(with_flag("PROVISION_KEY_POOL", "64")).key_pool, 64);
+  for (const char* bad : {"65", "-1", "two", ""})
+    EXPECT_EQ(error_of(with_flag("PROVISION_KEY_POOL", bad)),
+              std::string("invalid PROVISION_KEY_POOL=\"") + bad + "\": expected an integer 0..64");
+}
+
+TEST(ConfigMetricsFile, ItsFolderMustExist) {
+  test::TempDir dir;
+  EXPECT_FALSE(load_config({}).metrics_file);
+  const std::string file = dir.file("provision_agent.prom");
+  EXPECT_EQ(load_config(with_flag("PROVISION_METRICS_FILE", file)).metrics_file, file);
+  const std::string nowhere = dir.file("missing/provision_agent.prom");
+  EXPECT_EQ(error_of(with_flag("PROVISION_METRICS_FILE", nowhere)),
+            "invalid PROVISION_METRICS_FILE=\"" + nowhere + "\": its folder " +
+                dir.file("missing") + " does not exist");
+  EXPECT_EQ(
+      error_of(with_flag("PROVISION_METRICS_FILE", dir.path() + "/")),
+      "invalid PROVISION_METRICS_FILE=\"" + dir.path() + "/\": expected a file name, not a folder");
+}
+
+TEST(ConfigBrokerList, FailOverBrokersInOrderTheFirstIsTheSessions) {
+  const Config config = load_config(
+      with_flag("MQTT_BROKER_URL", "mqtt://a.example:1884, mqtts://b.example,mqtt://[::1]"));
+  EXPECT_EQ(config.brokers,
+            (std::vector<pa::BrokerAddress>{
+                {"a.example", 1884, false}, {"b.example", 8883, true}, {"::1", 1883, false}}));
+  EXPECT_EQ(config.mqtt_host, "a.example");
+  EXPECT_EQ(config.mqtt_port, 1884);
+  EXPECT_FALSE(config.mqtt_use_tls);
+
+  // Without a URL the one broker is MQTT_HOST, MQTT_PORT and MQTT_USE_TLS.
+  ConfigInputs inputs;
+  inputs.environment["MQTT_HOST"] = "h.example";
+  inputs.environment["MQTT_USE_TLS"] = "true";
+  EXPECT_EQ(load_config(inputs).brokers,
+            (std::vector<pa::BrokerAddress>{{"h.example", 8883, true}}));
+
+  // A stronger MQTT_HOST replaces the first broker's host; the others stay.
+  inputs = with_flag("MQTT_HOST", "flag.example");
+  inputs.environment["MQTT_BROKER_URL"] = "mqtt://a.example,mqtt://b.example:2000";
+  EXPECT_EQ(
+      load_config(inputs).brokers,
+      (std::vector<pa::BrokerAddress>{{"flag.example", 1883, false}, {"b.example", 2000, false}}));
+}
+
+TEST(ConfigBrokerList, ABadEntryIsNamedAndCredentialsAreNeverShown) {
+  EXPECT_EQ(error_of(with_flag("MQTT_BROKER_URL", "mqtt://a.example,http://b.example")),
+            "invalid MQTT_BROKER_URL=\"mqtt://a.example,http://b.example\": entry 2 of the list: "
+            "unsupported scheme \"http\"; expected mqtt://host[:port] or mqtts://host[:port]");
+  EXPECT_EQ(error_of(with_flag("MQTT_BROKER_URL", "mqtt://a.example,,mqtt://b.example")),
+            "invalid MQTT_BROKER_URL=\"mqtt://a.example,,mqtt://b.example\": entry 2 of the "
+            "list: empty; expected mqtt://host[:port] or mqtts://host[:port]");
+  const std::string error =
+      error_of(with_flag("MQTT_BROKER_URL", "mqtt://a.example,mqtts://user:s3cret@b.example"));
+  EXPECT_EQ(error.find("s3cret"), std::string::npos) << error;
+  EXPECT_NE(error.find("mqtts://****@b.example"), std::string::npos) << error;
+  EXPECT_NE(error.find("entry 2 of the list: credentials"), std::string::npos) << error;
+}
+
+TEST(ConfigBrokerList, BrokerConfigJsonGivesAListOrAnArray) {
+  test::TempDir dir;
+  const std::string list =
+      write_in(dir, "list.json", R"({"mqtt":{"broker":"mqtts://a.example,mqtts://b.example"}})");
+  EXPECT_EQ(load_config(with_flag("MQTT_BROKER_CONFIG", list)).brokers,
+            (std::vector<pa::BrokerAddress>{{"a.example", 8883, true}, {"b.example", 8883, true}}));
+  const std::string array =
+      write_in(dir, "array.json", R"({"broker":["mqtt://a.example:1","mqtt://b.example:2"]})");
+  const Config config = load_config(with_flag("MQTT_BROKER_CONFIG", array));
+  EXPECT_EQ(config.brokers,
+            (std::vector<pa::BrokerAddress>{{"a.example", 1, false}, {"b.example", 2, false}}));
+  EXPECT_EQ(config.entries.at("MQTT_BROKER_URL").value, "mqtt://a.example:1,mqtt://b.example:2");
+  EXPECT_EQ(config.entries.at("MQTT_BROKER_URL").source, ConfigSource::broker_config);
+  const std::string bad = write_in(dir, "bad.json", R"({"broker":["mqtt://a.example",1]})");
+  EXPECT_EQ(error_of(with_flag("MQTT_BROKER_CONFIG", bad)),
+            "invalid MQTT_BROKER_CONFIG=\"" + bad +
+                "\": \"broker\" must be a string or an array of strings");
 }
 
 }  // namespace
