@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "agent_metrics.hpp"
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "dispatch/ack_tracker.hpp"
 #include "dispatch/host.hpp"
+#include "dispatch/key_pool.hpp"
 #include "dispatch/plugin_loader.hpp"
 #include "dispatch/worker_pool.hpp"
 #include "intake/agent_key.hpp"
@@ -45,6 +47,14 @@ std::string response_message(const Outcome& outcome);
 
 // The agent's status topic: P/agents/<client id>/status.
 std::string status_topic(const Config& config);
+
+// PROVISION_KEY_POOL (0..64, default 2) and PROVISION_METRICS_FILE (issue 13), read by
+// speed_settings(). Throws ConfigError for a pool size out of range.
+struct SpeedSettings {
+  int key_pool = 2;
+  std::optional<std::string> metrics_file;
+};
+SpeedSettings speed_settings(const Config& config);
 
 // Whether an MQTT 5 Response Topic may be answered on (SPEC 3.5): a topic without wildcards
 // under P/ whose last level is not request, update or delete, and not an agent's own topic.
@@ -96,9 +106,14 @@ class Agent {
   std::unique_ptr<IntakeSpool> spool_;                 // SPEC section 3.4
   std::unique_ptr<audit::AuditLog> audit_;             // SPEC section 5
   AckTracker acks_;
+  // Before the session and the workers, which use them, so destroyed after them.
+  std::unique_ptr<KeyPool> key_pool_;      // SPEC 3.4: pairs generated ahead
+  std::unique_ptr<AgentMetrics> metrics_;  // SPEC section 8
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
-  std::unique_ptr<RotationWatcher> rotation_;  // SPEC section 5: keys due for rotation
+  std::unique_ptr<RotationWatcher> rotation_;    // SPEC section 5: keys due for rotation
+  std::string online_status_;                    // the retained status, without counters
+  std::atomic<std::uint64_t> announcements_{0};  // online statuses the session published
 };
 
 }  // namespace pa

@@ -912,6 +912,13 @@ int run_keys_verify(const Config& config, std::FILE* out) {
         report.fail(problem.path.string(), problem.why, problem.fix);
     }
   }
+  // The device index the agent builds at start (issue 13) must find every pair listed above.
+  try {
+    for (const keystore::IndexProblem& problem : keystore::check_index(root))
+      report.fail(problem.path.string(), problem.why, "report it: the agent's index has a bug");
+  } catch (const keystore::StoreError& error) {
+    report.fail("device index of " + root.string(), error.what(), "check the key store root");
+  }
   fmt::print(out, "{} checked, {} with problems\n", count_devices(reports.size()), with_problems);
   std::fflush(out);
   return report.failures() > 0 ? 1 : 0;

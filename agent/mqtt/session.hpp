@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -109,6 +110,14 @@ class Session {
   bool connected() const noexcept { return connected_; }
   std::string state_text() const;
 
+  // For the metrics (SPEC section 8): connections the broker accepted, and those after the first
+  // whose CONNACK said it held no session for us (SPEC 3.6: requests it had queued are lost).
+  struct Counters {
+    std::uint64_t connections = 0;
+    std::uint64_t sessions_lost = 0;
+  };
+  Counters counters() const noexcept { return {connections_, sessions_lost_}; }
+
  private:
   static void on_connect(mosquitto*, void* self, int rc, int flags, const mosquitto_property*);
   static void on_disconnect(mosquitto*, void* self, int rc, const mosquitto_property*);
@@ -131,6 +140,8 @@ class Session {
   MosquittoHandle client_;
   TemporaryFile inline_ca_;  // the broker-config JSON's inline CA, written to a private file
   std::atomic<bool> connected_{false};
+  std::atomic<std::uint64_t> connections_{0};
+  std::atomic<std::uint64_t> sessions_lost_{0};
   bool socket_open_ = false;
   // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,
   // STATUS=, WATCHDOG=1) while the broker's name does not resolve or its SYNs are dropped.
