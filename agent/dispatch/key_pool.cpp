@@ -219,6 +219,7 @@ void KeyPool::run() {
             "key pool: cannot lock memory for more than {} private key(s) ({}); the pool holds "
             "that many. Raise the memory lock limit (LimitMEMLOCK= in the unit, ulimit -l)",
             target_, std::strerror(error));
+      changed_.notify_all();
       continue;
     }
     held_.push_back(Pooled{std::move(*locked), std::move(pair.public_pem)});
