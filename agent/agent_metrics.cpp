@@ -81,8 +81,6 @@ void AgentMetrics::stop_writing() {
 void AgentMetrics::request_done(std::string_view action, std::string_view outcome) {
   registry_.add("provision_agent_requests_total",
                 {{"action", std::string(action)}, {"outcome", std::string(outcome)}});
-  std::lock_guard lock(file_mutex_);
-  if (file_) file_->changed();
 }
 
 void AgentMetrics::key_generated(keystore::KeyType type, std::chrono::duration<double> took,
@@ -91,8 +89,6 @@ void AgentMetrics::key_generated(keystore::KeyType type, std::chrono::duration<d
       "provision_agent_key_generation_seconds",
       {{"key_type", std::string(keystore::to_string(type))}, {"path", std::string(path)}},
       took.count());
-  std::lock_guard lock(file_mutex_);
-  if (file_) file_->changed();
 }
 
 void AgentMetrics::collect() {

@@ -12,6 +12,7 @@ packages=(
   mosquitto mosquitto-clients openssl python3 python3-pycryptodome
   systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests
   lintian adduser file  # the package test and the example plugin test
+  prometheus prometheus-node-exporter curl  # the metrics tests: promtool, a real textfile collector
   "$@"
 )
 

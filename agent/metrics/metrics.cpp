@@ -293,27 +293,25 @@ TextfileWriter::~TextfileWriter() {
   write_now();
 }
 
-void TextfileWriter::changed() {
-  {
-    std::lock_guard lock(mutex_);
-    dirty_ = true;
-  }
-  wake_.notify_all();
+bool TextfileWriter::write_now() {
+  std::lock_guard lock(write_mutex_);
+  if (collect_) collect_();
+  return write_collected();
 }
 
-bool TextfileWriter::write_now() {
-  std::lock_guard one_writer(write_mutex_);
-  if (collect_) collect_();
+bool TextfileWriter::write_collected() {
+  const std::uint64_t version = registry_.version();
   std::string problem;
   try {
     keystore::write_file_atomic(path_, registry_.text(), 0644);
   } catch (const std::system_error& error) {
     problem = error.what();
   }
-  std::lock_guard lock(mutex_);
   if (problem.empty()) {
     if (!last_error_.empty()) log_info("metrics: writing {} again", path_.string());
     last_error_.clear();
+    written_version_ = version;
+    written_at_ = std::chrono::steady_clock::now();
     return true;
   }
   if (problem != last_error_)
@@ -323,20 +321,18 @@ bool TextfileWriter::write_now() {
 }
 
 void TextfileWriter::run() {
-  using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
-  auto last = Clock::now() - timing_.refresh;
   while (!stop_) {
-    const auto next = dirty_ ? last + timing_.min_interval : last + timing_.refresh;
-    if (Clock::now() >= next) {
-      dirty_ = false;
-      lock.unlock();
-      write_now();
-      lock.lock();
-      last = Clock::now();
-      continue;
+    lock.unlock();
+    {
+      std::lock_guard writing(write_mutex_);
+      if (collect_) collect_();
+      if (registry_.version() != written_version_ ||
+          std::chrono::steady_clock::now() - written_at_ >= timing_.refresh)
+        write_collected();
     }
-    wake_.wait_until(lock, next);
+    lock.lock();
+    wake_.wait_for(lock, timing_.interval, [&] { return stop_; });
   }
 }
 

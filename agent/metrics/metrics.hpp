@@ -75,16 +75,16 @@ class Registry {
 // PROVISION_METRICS_FILE (SPEC section 8): the registry's text format written to a temporary
 // name in the same folder and renamed over the file (as node_exporter's textfile collector
 // expects: it never reads half a file; temporary names do not end in .prom), mode 0644 so the
-// collector's user reads it. On its own thread: soon after changed() (at most every
-// `min_interval`), and every `refresh` anyway so gauges (queue depth, ...) stay current and the
-// file's mtime shows the agent is alive. A failure is logged once per distinct reason, never fatal.
+// collector's user reads it. On its own thread, which samples the registry every `interval` and
+// writes when something moved, and every `refresh` anyway so that the file's mtime shows the
+// agent is alive. A failure is logged once per distinct reason, never fatal.
 class TextfileWriter {
  public:
   struct Timing {
-    std::chrono::milliseconds min_interval{2000};
-    std::chrono::milliseconds refresh{15000};
+    std::chrono::milliseconds interval{2000};
+    std::chrono::milliseconds refresh{60000};
   };
-  // `collect` refreshes the sampled values in `registry` just before each write.
+  // `collect` refreshes the sampled values in `registry` just before each look.
   TextfileWriter(std::filesystem::path path, Registry& registry, std::function<void()> collect,
                  Timing timing);
   TextfileWriter(std::filesystem::path path, Registry& registry, std::function<void()> collect)
@@ -93,12 +93,12 @@ class TextfileWriter {
   TextfileWriter& operator=(const TextfileWriter&) = delete;
   ~TextfileWriter();  // one last write, then the thread stops
 
-  void changed();
   // Collects and writes now, on the calling thread; false (logged) when it could not.
   bool write_now();
 
  private:
   void run();
+  bool write_collected();
 
   const std::filesystem::path path_;
   Registry& registry_;
@@ -107,9 +107,10 @@ class TextfileWriter {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stop_ = false;
-  bool dirty_ = true;
+  std::mutex write_mutex_;  // one write at a time; guards what follows
+  std::optional<std::uint64_t> written_version_;
+  std::chrono::steady_clock::time_point written_at_{};
   std::string last_error_;
-  std::mutex write_mutex_;
   std::thread thread_;
 };
 

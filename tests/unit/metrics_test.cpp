@@ -132,7 +132,7 @@ TEST(TextfileWriter, WritesReadableFileAtomicallyAndCleansUp) {
   {
     TextfileWriter writer(
         path, registry, [&] { ++collected; },
-        TextfileWriter::Timing{std::chrono::milliseconds(10), std::chrono::hours(1)});
+        TextfileWriter::Timing{std::chrono::hours(1), std::chrono::hours(1)});
     ASSERT_TRUE(writer.write_now());
     EXPECT_EQ(test::read_file(path), registry.text());
     registry.set("provision_agent_queue_depth", 7);
