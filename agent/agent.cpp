@@ -352,8 +352,9 @@ int Agent::run(const std::atomic<bool>& stop) {
   session_->run(stop);
   metrics_->stop_writing();
   rotation_.reset();
-  // Nothing new is generated from here on; what the pool holds is wiped when the agent goes.
-  key_pool_->stop();
+  // Nothing new is generated from here on (a generation in progress ends at its next draw of
+  // random bytes, meanwhile the drain runs); what the pool holds is wiped when the agent goes.
+  key_pool_->cancel();
 
   // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
   // status, disconnect. What is not finished stays in the intake spool for the next start. The

@@ -21,20 +21,35 @@ void insert_in_order(std::vector<IndexedPair>& pairs, IndexedPair pair) {
   pairs.insert(at, std::move(pair));
 }
 
+void KeyIndex::count_locked(const std::optional<KeyType>& type, int change) {
+  const std::string name = type ? std::string(to_string(*type)) : std::string("unknown");
+  std::size_t& count = by_type_[name];
+  count = change > 0 ? count + 1 : (count > 0 ? count - 1 : 0);
+  if (count == 0) by_type_.erase(name);
+}
+
 void KeyIndex::apply_locked(const Change& change) {
   auto it = map_.find(change.device);
+  auto same_folder = [&](const IndexedPair& p) { return p.user == change.user; };
   if (change.added) {
     if (it == map_.end()) it = map_.emplace(change.device, std::vector<IndexedPair>{}).first;
-    const std::size_t before = it->second.size();
+    const auto old = std::find_if(it->second.begin(), it->second.end(), same_folder);
+    if (old != it->second.end()) {
+      count_locked(old->type, -1);
+      --pairs_;
+    }
     insert_in_order(it->second, IndexedPair{change.user, change.type});
-    pairs_ += it->second.size() - before;
+    count_locked(change.type, +1);
+    ++pairs_;
     return;
   }
   if (it == map_.end()) return;
   auto& pairs = it->second;
-  const auto gone = std::remove_if(pairs.begin(), pairs.end(),
-                                   [&](const IndexedPair& p) { return p.user == change.user; });
-  pairs_ -= static_cast<std::size_t>(pairs.end() - gone);
+  const auto gone = std::remove_if(pairs.begin(), pairs.end(), same_folder);
+  for (auto p = gone; p != pairs.end(); ++p) {
+    count_locked(p->type, -1);
+    --pairs_;
+  }
   pairs.erase(gone, pairs.end());
   if (pairs.empty()) map_.erase(it);
 }
@@ -49,7 +64,11 @@ void KeyIndex::finish_rebuild(Map scanned) {
   std::unique_lock lock(mutex_);
   map_ = std::move(scanned);
   pairs_ = 0;
-  for (const auto& [device, pairs] : map_) pairs_ += pairs.size();
+  by_type_.clear();
+  for (const auto& [device, pairs] : map_) {
+    pairs_ += pairs.size();
+    for (const IndexedPair& pair : pairs) count_locked(pair.type, +1);
+  }
   // What happened while the scan ran is on disk now; the scan may have missed it.
   for (const Change& change : journal_) apply_locked(change);
   journal_.clear();
@@ -85,11 +104,7 @@ std::size_t KeyIndex::pairs() const {
 
 std::map<std::string, std::size_t> KeyIndex::pairs_by_type() const {
   std::shared_lock lock(mutex_);
-  std::map<std::string, std::size_t> counts;
-  for (const auto& [device, pairs] : map_)
-    for (const IndexedPair& pair : pairs)
-      ++counts[pair.type ? std::string(to_string(*pair.type)) : std::string("unknown")];
-  return counts;
+  return by_type_;
 }
 
 KeyIndex::Map KeyIndex::snapshot() const {

@@ -62,9 +62,12 @@ class KeyIndex {
   };
   void apply_locked(const Change& change);
 
+  void count_locked(const std::optional<KeyType>& type, int change);
+
   mutable std::shared_mutex mutex_;
   Map map_;
   std::size_t pairs_ = 0;
+  std::map<std::string, std::size_t> by_type_;  // kept with map_: metrics read it often
   bool rebuilding_ = false;
   std::vector<Change> journal_;  // while rebuilding_
 };

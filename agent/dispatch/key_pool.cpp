@@ -112,12 +112,16 @@ KeyPool::~KeyPool() {
   held_.clear();
 }
 
-void KeyPool::stop() {
+void KeyPool::cancel() noexcept {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   changed_.notify_all();
+}
+
+void KeyPool::stop() {
+  cancel();
   if (thread_.joinable()) thread_.join();
 }
 

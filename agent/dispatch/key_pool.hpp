@@ -90,8 +90,10 @@ class KeyPool {
   // private_pem (a buffer of exactly its size: one copy). Any thread.
   std::optional<keystore::KeyPair> take(keystore::KeyType type);
 
-  // Stops generating: a generation in progress ends at its next draw of random bytes, and the
-  // thread is joined. Keys held stay until taken or destroyed. Idempotent.
+  // Stops generating: a generation in progress ends at its next draw of random bytes. cancel()
+  // returns at once; stop() also waits for the thread. Keys held stay until taken or destroyed.
+  // Both idempotent.
+  void cancel() noexcept;
   void stop();
 
   KeyPoolState state() const;
