@@ -113,7 +113,7 @@ class Agent {
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RotationWatcher> rotation_;    // SPEC section 5: keys due for rotation
   std::string online_status_;                    // the retained status, without counters
-  std::atomic<std::uint64_t> announcements_{0};  // online statuses the session published
+  std::atomic<std::uint32_t> announcements_{0};  // online statuses the session published
 };
 
 }  // namespace pa

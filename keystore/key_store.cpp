@@ -355,9 +355,9 @@ struct KeyStore::Shared {
   std::mutex count_mutex;
   std::size_t count = 0;
   std::array<std::shared_mutex, kNameLocks> name_locks;
-  KeyIndex index;           // device -> pairs (key_index.hpp)
-  std::mutex rescan_mutex;  // one rescan at a time
-  std::atomic<std::uint64_t> rescans{0};
+  KeyIndex index;                         // device -> pairs (key_index.hpp)
+  std::mutex rescan_mutex;                // one rescan at a time
+  std::atomic<std::uint32_t> rescans{0};  // 32 bits: lock-free on 32-bit ARM
 
   std::shared_mutex& name_lock(const std::string& name) {
     return name_locks[std::hash<std::string>{}(name) % kNameLocks];

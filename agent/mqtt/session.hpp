@@ -140,8 +140,9 @@ class Session {
   MosquittoHandle client_;
   TemporaryFile inline_ca_;  // the broker-config JSON's inline CA, written to a private file
   std::atomic<bool> connected_{false};
-  std::atomic<std::uint64_t> connections_{0};
-  std::atomic<std::uint64_t> sessions_lost_{0};
+  // 32 bits: lock-free on 32-bit ARM without libatomic, and a counter that will not wrap.
+  std::atomic<std::uint32_t> connections_{0};
+  std::atomic<std::uint32_t> sessions_lost_{0};
   bool socket_open_ = false;
   // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,
   // STATUS=, WATCHDOG=1) while the broker's name does not resolve or its SYNs are dropped.
