@@ -296,6 +296,7 @@ class BenchClient {
 // The bench
 
 std::string last_lines(const std::string& text, std::size_t lines) {
+  if (text.empty()) return "(nothing)";
   std::size_t at = text.size();
   while (lines-- > 0 && at > 0) {
     at = text.rfind('\n', at - 1);
@@ -368,7 +369,7 @@ class AgentBench {
                                       std::max(2, options_.latency_rsa / 2)}};
     if (!options_.arm_agent.empty())
       machines.push_back({"qemu-arm",
-                          {"qemu-arm", options_.arm_agent},
+                          {qemu_arm(), options_.arm_agent},
                           options_.arm_plugins,
                           std::max(2, options_.latency_rsa / 2),
                           std::max(2, options_.latency_rsa / 4)});
@@ -682,7 +683,7 @@ class AgentBench {
     std::vector<double> ms;
     const std::string prefix = test::unique_name("pool-" + type + "-");
     for (int i = 0; i < count; ++i) {
-      if (!wait_pool_full(metrics, pool, 600s)) {
+      if (!wait_pool_full(metrics, pool, i, 600s)) {
         fail(fmt::format("{} {} pool {}: the pool did not fill up", machine, type, pool));
         break;
       }
@@ -715,6 +716,18 @@ class AgentBench {
     return f;
   }
 
+  // qemu-user's ARM emulator, found on PATH (the agent is started with execve, which does not
+  // search it).
+  static std::string qemu_arm() {
+    const char* path = std::getenv("PATH");
+    std::istringstream folders(path ? path : "/usr/bin:/bin");
+    std::string folder;
+    while (std::getline(folders, folder, ':'))
+      if (!folder.empty() && ::access((folder + "/qemu-arm").c_str(), X_OK) == 0)
+        return folder + "/qemu-arm";
+    throw std::runtime_error("--arm-agent needs qemu-arm (Debian package qemu-user)");
+  }
+
   // The value of `series` in a metrics file ("?" when absent).
   static std::string metric_line(const std::string& path, const std::string& series) {
     std::ifstream in(path);
@@ -724,11 +737,15 @@ class AgentBench {
     return "?";
   }
 
-  static bool wait_pool_full(const std::string& metrics, int pool, std::chrono::seconds timeout) {
+  // Whether the metrics file shows the pool full after `taken` hits (so it was written after the
+  // last request took its pair), within `timeout`.
+  static bool wait_pool_full(const std::string& metrics, int pool, int taken,
+                             std::chrono::seconds timeout) {
     if (pool == 0) return true;
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-      if (metric_line(metrics, "provision_agent_key_pool_keys") == std::to_string(pool))
+      if (metric_line(metrics, "provision_agent_key_pool_keys") == std::to_string(pool) &&
+          metric_line(metrics, "provision_agent_key_pool_hits_total") == std::to_string(taken))
         return true;
       std::this_thread::sleep_for(100ms);
     }
