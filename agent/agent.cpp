@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -117,6 +118,12 @@ std::string signed_checkpoint(const audit::Head& head, const AgentKey& agent_key
   }
 }
 
+// The retained status with the counters of SPEC section 8 added.
+std::string with_metrics(const std::string& status, const std::string& metrics_json) {
+  if (status.empty() || status.back() != '}') return status;
+  return status.substr(0, status.size() - 1) + ",\"metrics\":" + metrics_json + "}";
+}
+
 }  // namespace
 
 std::string status_topic(const Config& config) {
@@ -226,14 +233,51 @@ Agent::Agent(Config config)
     throw ConfigError(
         fmt::format("cannot use the state folder {}: {}", config_.state_dir, error.what()));
   }
+  // SPEC section 8: what the metrics file and the retained status show, sampled from its owners.
+  metrics_ = std::make_unique<AgentMetrics>(
+      config_.mqtt_client_id, config_.metrics_file,
+      AgentMetrics::Sources{
+          [this] { return pool_ ? pool_->waiting() : 0; }, [this] { return spool_->pending(); },
+          [this] { return session_ && session_->connected(); },
+          [this] { return session_ ? session_->counters() : mqtt::Session::Counters{}; },
+          [this] { return store_.pairs_by_type(); },
+          [this] { return rotation_ ? rotation_->due() : 0; },
+          [this] { return audit_->head().seq; },
+          [this] { return key_pool_ ? key_pool_->state() : KeyPoolState{}; },
+          [this] { return store_.index_rescans(); }},
+      test_override_seconds("PA_STATUS_INTERVAL_SECONDS", std::chrono::seconds(60)));
+  services_.key_generated = [this](keystore::KeyType type, std::chrono::duration<double> took) {
+    metrics_->key_generated(type, took, "request");
+  };
+  // SPEC 3.4: pairs of the default type generated ahead, at idle priority, in locked memory.
+  key_pool_ = std::make_unique<KeyPool>(
+      KeyPoolOptions{config_.key_type,
+                     static_cast<std::size_t>(config_.key_pool),
+                     [this](keystore::KeyType type, std::chrono::duration<double> took) {
+                       metrics_->key_generated(type, took, "pool");
+                     },
+                     {}});
+  services_.key_pool = key_pool_.get();
+  online_status_ = online_message(config_, agent_key_.public_pem);
   session_ = std::make_unique<mqtt::Session>(
-      config_, status_topic(config_), online_message(config_, agent_key_.public_pem),
+      config_, status_topic(config_), online_status_,
       mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },
                               [this](int mid) { acks_.acknowledged(mid); },
-                              [this] { notifier_.subscribed(service_state()); },
+                              [this] {
+                                ++announcements_;
+                                notifier_.subscribed(service_state());
+                              },
                               [this] {
                                 if (notifier_.active()) notifier_.tick(service_state());
                                 audit_->tick();  // the hourly checkpoint
+                                // SPEC 8: the counters in the retained status, at most once a
+                                // minute.
+                                if (announcements_ > 0 && session_->connected())
+                                  if (auto counters = metrics_->status_due(
+                                          std::chrono::steady_clock::now(), announcements_))
+                                    session_->publish(status_topic(config_),
+                                                      with_metrics(online_status_, *counters),
+                                                      true);
                               }});
   audit_->set_checkpoint_sink([this](const audit::Head& head) {
     try {
@@ -284,8 +328,13 @@ int Agent::run(const std::atomic<bool>& stop) {
       config_, [this](const std::string& topic, const std::string& payload) {
         session_->publish(topic, payload, false);
       });
+  metrics_->start_writing();
   session_->run(stop);
+  metrics_->stop_writing();
   rotation_.reset();
+  // Nothing new is generated from here on (a generation in progress ends at its next draw of
+  // random bytes, meanwhile the drain runs); what the pool holds is wiped when the agent goes.
+  key_pool_->cancel();
 
   // SPEC section 8: stop taking requests, finish queued work within 10 s, publish the offline
   // status, disconnect. What is not finished stays in the intake spool for the next start. The
@@ -635,6 +684,12 @@ void Agent::respond(const InboundMessage& message, const Reply& reply,
       message_ids.push_back(*id);
   }
   const Outcome& outcome = reply.outcome;
+  // Action names no plugin serves are counted as "other": clients cannot grow the label set.
+  metrics_->request_done(
+      plugins_.action(outcome.action) ? std::string_view(outcome.action) : "other",
+      reply.duplicate ? "duplicate"
+      : outcome.error ? to_string(outcome.error->code)
+                      : "ok");
   const char* retry = reply.duplicate ? " (a retry, answered as recorded)" : "";
   if (outcome.error)
     log_at(LogLevel::warning, fields_of(outcome), "{} refused: {}", outcome.action,

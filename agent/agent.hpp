@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "agent_metrics.hpp"
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "dispatch/ack_tracker.hpp"
 #include "dispatch/host.hpp"
+#include "dispatch/key_pool.hpp"
 #include "dispatch/plugin_loader.hpp"
 #include "dispatch/worker_pool.hpp"
 #include "intake/agent_key.hpp"
@@ -96,9 +98,14 @@ class Agent {
   std::unique_ptr<IntakeSpool> spool_;                 // SPEC section 3.4
   std::unique_ptr<audit::AuditLog> audit_;             // SPEC section 5
   AckTracker acks_;
+  // Before the session and the workers, which use them, so destroyed after them.
+  std::unique_ptr<KeyPool> key_pool_;      // SPEC 3.4: pairs generated ahead
+  std::unique_ptr<AgentMetrics> metrics_;  // SPEC section 8
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
-  std::unique_ptr<RotationWatcher> rotation_;  // SPEC section 5: keys due for rotation
+  std::unique_ptr<RotationWatcher> rotation_;    // SPEC section 5: keys due for rotation
+  std::string online_status_;                    // the retained status, without counters
+  std::atomic<std::uint32_t> announcements_{0};  // online statuses the session published
 };
 
 }  // namespace pa

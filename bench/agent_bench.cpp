@@ -9,6 +9,7 @@
 // Every wait is bounded; a phase that does not complete is reported and the exit status is 1.
 #include <fmt/format.h>
 #include <mosquitto.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@
 #include "bench.hpp"
 #include "intake/envelope.hpp"
 #include "mqtt/client.hpp"
+#include "keystore/key_pair.hpp"
 #include "test_support.hpp"
 
 namespace pa::bench {
@@ -292,6 +294,7 @@ class BenchClient {
 // The bench
 
 std::string last_lines(const std::string& text, std::size_t lines) {
+  if (text.empty()) return "(nothing)";
   std::size_t at = text.size();
   while (lines-- > 0 && at > 0) {
     at = text.rfind('\n', at - 1);
@@ -331,6 +334,116 @@ class AgentBench {
     measure_bursts();
     measure_latency_without_broker_nagle();
     print_summary();
+    fmt::print("(load average after: {})\n", load_average());
+    return failures_ == 0 ? 0 : 1;
+  }
+
+  // Issue 13's figures, side by side in one run (SPEC section 10): latency with the key pool warm
+  // and off (rsa-2048, rsa-4096), natively and, with --arm-agent, under qemu-arm; encrypted-request
+  // throughput with 10 and with 10,000 devices in the key store; bursts of distinct devices with
+  // 1 worker and with all workers.
+  int run_speed() {
+    fmt::print("== speed (load average {})\n", load_average());
+    broker_.stop();
+    std::ofstream(broker_.folder() + "/mosquitto.conf", std::ios::app) << "set_tcp_nodelay true\n";
+    broker_.start();
+    fmt::print("mosquitto on 127.0.0.1:{} with set_tcp_nodelay true, agent {}; {} CPUs\n",
+               broker_.port(), options_.agent, cpus_);
+    struct PoolRow {
+      std::string machine, type;
+      Figures warm, off;
+    };
+    std::vector<PoolRow> pool_rows;
+    struct Machine {
+      std::string label;
+      std::vector<std::string> command;
+      std::string plugins;
+      int requests_2048, requests_4096;
+    };
+    std::vector<Machine> machines = {{"native",
+                                      {options_.agent},
+                                      options_.plugins,
+                                      options_.latency_rsa,
+                                      std::max(2, options_.latency_rsa / 2)}};
+    if (!options_.arm_agent.empty())
+      machines.push_back({"qemu-arm",
+                          {qemu_arm(), options_.arm_agent},
+                          options_.arm_plugins,
+                          std::max(2, options_.latency_rsa / 2),
+                          std::max(2, options_.latency_rsa / 4)});
+    fmt::print(
+        "latency with the key pool warm (PROVISION_KEY_POOL=2; each request waits until the pool\n"
+        "is full again, read from the metrics file) and off (PROVISION_KEY_POOL=0; the same\n"
+        "spacing), publish -> key at a subscriber:\n");
+    for (const Machine& machine : machines) {
+      command_ = machine.command;
+      plugins_ = machine.plugins;
+      for (const std::string type : {"rsa-2048", "rsa-4096"}) {
+        PoolRow row{machine.label, type, {}, {}};
+        const int count = type == "rsa-2048" ? machine.requests_2048 : machine.requests_4096;
+        row.warm = measure_pool_latency(type, 2, count, machine.label);
+        row.off = measure_pool_latency(type, 0, count, machine.label);
+        pool_rows.push_back(row);
+      }
+    }
+    command_.clear();
+    plugins_.clear();
+
+    fmt::print(
+        "encrypted-request throughput by key store size: publish_key encrypted to the agent key\n"
+        "for devices without keys (answered not_found), so each request looks the device up in\n"
+        "the store (SPEC 4), then decrypts with the agent key; every stored device in a user\n"
+        "folder of its own, the worst case for a listing of the store:\n");
+    std::vector<std::pair<int, Throughput>> store_rows;
+    std::vector<std::pair<int, double>> store_start_ms;
+    for (int devices : {10, options_.store_devices}) {
+      ScratchDir scratch(state_.path());
+      fill_store(scratch.path() + "/keys", devices);
+      const std::string client_id = test::unique_name("pa-bench-store-");
+      MqttClient watcher(broker_.port());
+      watcher.subscribe(fmt::format("provision/agents/{}/status", client_id));
+      const auto start = Clock::now();
+      Process agent = start_agent(client_id, {{"PROVISION_KEYS_DIR", scratch.path() + "/keys"},
+                                              {"STATE_DIRECTORY", scratch.path() + "/state"},
+                                              {"PROVISION_KEY_POOL", "0"}});
+      const Message online = wait_online(watcher, agent, client_id);
+      store_start_ms.emplace_back(devices, ms_between(start, Clock::now()));
+      const std::string agent_key =
+          test::json_string(test::parse_json(online.payload), "public_key");
+      store_rows.emplace_back(
+          devices, measure_noop(agent, fmt::format("encrypted, {} devices in the store", devices),
+                                std::max(1, options_.noop / 4), false, agent_key));
+      stop_agent(agent, "store");
+    }
+
+    measure_bursts();
+
+    fmt::print("summary (agent {})\n", options_.agent);
+    fmt::print("  {:<9} {:<9} {:>22} {:>22} {:>8}\n", "machine", "key type", "pool warm p50 (p99)",
+               "pool off p50 (p99)", "off/warm");
+    for (const PoolRow& row : pool_rows)
+      fmt::print("  {:<9} {:<9} {:>11.1f} ms ({:>6.1f}) {:>11.1f} ms ({:>6.1f}) {:>7.1f}x\n",
+                 row.machine, row.type, row.warm.median, row.warm.p99, row.off.median, row.off.p99,
+                 row.warm.median > 0 ? row.off.median / row.warm.median : 0.0);
+    // The native rows come first, then the qemu-arm ones in the same order.
+    const std::size_t native_rows = pool_rows.size() / machines.size();
+    for (std::size_t i = 0; machines.size() == 2 && i < native_rows; ++i) {
+      const PoolRow& native = pool_rows[i];
+      const PoolRow& arm = pool_rows[i + native_rows];
+      auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+      fmt::print("  qemu-arm / native, {}: pool warm x{:.1f}, pool off x{:.1f}\n", native.type,
+                 ratio(arm.warm.median, native.warm.median),
+                 ratio(arm.off.median, native.off.median));
+    }
+    for (std::size_t i = 0; i < store_rows.size(); ++i)
+      fmt::print(
+          "  {:>6} devices in the store: {:.0f} encrypted requests/s, {:.3f} ms agent CPU per "
+          "request; start-up to subscribed {:.0f} ms\n",
+          store_rows[i].first, store_rows[i].second.per_second(),
+          store_rows[i].second.cpu_ms_per_request(), store_start_ms[i].second);
+    for (const auto& burst : bursts_)
+      fmt::print("  burst of {}, {}: {:.0f} requests/s, {:.3f} ms agent CPU per request\n",
+                 burst.requests, burst.label, burst.per_second(), burst.cpu_ms_per_request());
     fmt::print("(load average after: {})\n", load_average());
     return failures_ == 0 ? 0 : 1;
   }
@@ -433,7 +546,7 @@ class AgentBench {
         {"MQTT_PORT", std::to_string(broker_.port())},
         {"MQTT_CLIENT_ID", client_id},
         {"PROVISION_KEYS_DIR", state_.file("sensor_keys")},
-        {"PROVISION_PLUGIN_DIR", options_.plugins},
+        {"PROVISION_PLUGIN_DIR", plugins_.empty() ? options_.plugins : plugins_},
         {"PROVISION_E2EE_POLICY", "off"},
         {"PROVISION_KEY_TYPE", "ec-p256"},
         // Room for every burst at once: `busy` answers would measure the limit, not the agent.
@@ -446,7 +559,7 @@ class AgentBench {
         throw std::invalid_argument("--agent-env expects NAME=VALUE, not " + assignment);
       process.env[assignment.substr(0, equals)] = assignment.substr(equals + 1);
     }
-    return Process({options_.agent}, process);
+    return Process(command_.empty() ? std::vector<std::string>{options_.agent} : command_, process);
   }
 
   // Waits for the agent's retained online status as a subscriber sees it; the message, or throws
@@ -546,6 +659,114 @@ class AgentBench {
     fmt::print("resident memory after the phases above: VmRSS {} KiB, peak (VmHWM) {} KiB\n", rss,
                hwm);
     stop_agent(agent, "main");
+  }
+
+  // `count` sequential generate_and_publish_key requests of the agent's default type `type` with
+  // PROVISION_KEY_POOL=`pool`; before each, the pool is full again (the metrics file says so), and
+  // a pause lets the agent settle either way.
+  Figures measure_pool_latency(const std::string& type, int pool, int count,
+                               const std::string& machine) {
+    ScratchDir scratch(state_.path());
+    const std::string metrics = scratch.path() + "/agent.prom";
+    const std::string client_id = test::unique_name("pa-bench-pool-");
+    MqttClient watcher(broker_.port());
+    watcher.subscribe(fmt::format("provision/agents/{}/status", client_id));
+    Process agent = start_agent(client_id, {{"PROVISION_KEYS_DIR", scratch.path() + "/keys"},
+                                            {"STATE_DIRECTORY", scratch.path() + "/state"},
+                                            {"PROVISION_KEY_TYPE", type},
+                                            {"PROVISION_KEY_POOL", std::to_string(pool)},
+                                            {"PROVISION_METRICS_FILE", metrics}});
+    wait_online(watcher, agent, client_id);
+    BenchClient client(broker_.port(), {"keys/+/public", "provision/+/response"});
+    std::vector<double> ms;
+    const std::string prefix = test::unique_name("pool-" + type + "-");
+    for (int i = 0; i < count; ++i) {
+      if (!wait_pool_full(metrics, pool, i, 600s)) {
+        fail(fmt::format("{} {} pool {}: the pool did not fill up", machine, type, pool));
+        break;
+      }
+      std::this_thread::sleep_for(200ms);
+      const std::string device = fmt::format("{}-{}", prefix, i);
+      const std::string key_topic = fmt::format("keys/{}/public", device);
+      const std::string response_topic = fmt::format("provision/{}/response", device);
+      client.clear();
+      const auto start = Clock::now();
+      client.publish(fmt::format("provision/{}/request", device),
+                     fmt::format(R"({{"request_id":"{}-r"}})", device));
+      auto key = client.wait_for(600s, [&](const BenchClient::Arrival& arrival) {
+        return arrival.topic == key_topic ||
+               (arrival.topic == response_topic && status_of(arrival.payload) != "ok");
+      });
+      if (!key || key->topic != key_topic) {
+        fail(fmt::format("{} {} pool {}: request {} got {}", machine, type, pool, i,
+                         key ? key->payload : std::string("nothing")));
+        break;
+      }
+      ms.push_back(ms_between(start, key->at));
+    }
+    stop_agent(agent, "pool");  // its last metrics write
+    const std::string hits = metric_line(metrics, "provision_agent_key_pool_hits_total");
+    const Figures f = summarize(ms);
+    fmt::print(
+        "  {} {} pool {}: p50 {:.1f} ms, p99 {:.1f} ms (min {:.1f}, max {:.1f}; {} requests, "
+        "pool hits {})\n",
+        machine, type, pool == 0 ? "off " : "warm", f.median, f.p99, f.min, f.max, f.count, hits);
+    return f;
+  }
+
+  // qemu-user's ARM emulator, found on PATH (the agent is started with execve, which does not
+  // search it).
+  static std::string qemu_arm() {
+    const char* path = std::getenv("PATH");
+    std::istringstream folders(path ? path : "/usr/bin:/bin");
+    std::string folder;
+    while (std::getline(folders, folder, ':'))
+      if (!folder.empty() && ::access((folder + "/qemu-arm").c_str(), X_OK) == 0)
+        return folder + "/qemu-arm";
+    throw std::runtime_error("--arm-agent needs qemu-arm (Debian package qemu-user)");
+  }
+
+  // The value of `series` in a metrics file ("?" when absent).
+  static std::string metric_line(const std::string& path, const std::string& series) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind(series + " ", 0) == 0) return line.substr(series.size() + 1);
+    return "?";
+  }
+
+  // Whether the metrics file shows the pool full after `taken` hits (so it was written after the
+  // last request took its pair), within `timeout`.
+  static bool wait_pool_full(const std::string& metrics, int pool, int taken,
+                             std::chrono::seconds timeout) {
+    if (pool == 0) return true;
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (metric_line(metrics, "provision_agent_key_pool_keys") == std::to_string(pool) &&
+          metric_line(metrics, "provision_agent_key_pool_hits_total") == std::to_string(taken))
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
+  // A key store of `devices` pairs, each in a user folder of its own (<root>/u<i>/d<i>), written
+  // directly (one ec-p256 pair for all): the shape whose listing cost grew with its size.
+  static void fill_store(const std::string& root, int devices) {
+    const keystore::KeyPair pair = keystore::generate_key_pair(keystore::KeyType::ec_p256);
+    auto folder = [](const std::string& path) {
+      if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+        throw std::runtime_error(fmt::format("mkdir {}: {}", path, std::strerror(errno)));
+    };
+    folder(root);
+    for (int i = 0; i < devices; ++i) {
+      const std::string user = fmt::format("{}/u{}", root, i);
+      const std::string device = fmt::format("{}/d{}", user, i);
+      folder(user);
+      folder(device);
+      test::write_file(device + "/sensor_private.pem", pair.private_pem, 0600);
+      test::write_file(device + "/sensor_public.pem", pair.public_pem, 0644);
+    }
   }
 
   // Sequential requests for distinct devices: publish to the key's arrival on keys/<D>/public at
@@ -777,6 +998,8 @@ class AgentBench {
   }
 
   const AgentBenchOptions& options_;
+  std::vector<std::string> command_;  // the agent's command when not options_.agent (qemu-arm)
+  std::string plugins_;               // and its plugin folder
   const int cpus_;
   TempDir state_;
   Broker broker_;
@@ -808,6 +1031,17 @@ int run_agent(const AgentBenchOptions& options) {
   const AgentBenchOptions absolute = with_absolute_paths(options);
   AgentBench bench(absolute);
   return bench.run();
+}
+
+int run_speed(const AgentBenchOptions& options) {
+  AgentBenchOptions absolute = with_absolute_paths(options);
+  if (!options.arm_agent.empty()) {
+    absolute.arm_agent = std::filesystem::absolute(options.arm_agent).lexically_normal().string();
+    absolute.arm_plugins =
+        std::filesystem::absolute(options.arm_plugins).lexically_normal().string();
+  }
+  AgentBench bench(absolute);
+  return bench.run_speed();
 }
 
 int run_spool(const AgentBenchOptions& options) {

@@ -63,6 +63,9 @@ struct AgentBenchOptions {
   std::vector<std::string> agent_env;    // NAME=VALUE added to (or replacing) the agent's variables
   std::string spool_disk = "/var/tmp";   // spool mode: a folder on disk
   std::string spool_tmpfs = "/dev/shm";  // spool mode: a folder on tmpfs
+  std::string arm_agent;                 // speed mode: an armhf build run under qemu-arm
+  std::string arm_plugins;               // and its plugin folder
+  int store_devices = 10000;             // speed mode: the large key store
 };
 
 // Each returns the process exit status: 0 when every phase completed.
@@ -71,5 +74,8 @@ int run_keygen(int runs);
 int run_agent(const AgentBenchOptions& options);
 // The agent with and without its intake spool, the state folder on disk and on tmpfs.
 int run_spool(const AgentBenchOptions& options);
+// Issue 13: the key pool warm and off (natively and under qemu-arm), encrypted requests with 10
+// and 10,000 devices in the store, bursts with 1 and all workers.
+int run_speed(const AgentBenchOptions& options);
 
 }  // namespace pa::bench

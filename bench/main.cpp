@@ -7,7 +7,11 @@
 //   pa_bench spool --agent PATH --plugins DIR [--disk /var/tmp] [--tmpfs /dev/shm]
 //                             what the intake spool costs: throughput and latency with it and
 //                             without it, the state folder on disk and on tmpfs
-// bench/run.sh builds everything and runs the three modes.
+//   pa_bench speed --agent PATH --plugins DIR [--arm-agent PATH --arm-plugins DIR]
+//                             issue 13: latency with the key pool warm and off (rsa-2048,
+//                             rsa-4096; also under qemu-arm), encrypted requests with 10 and
+//                             10,000 devices in the store, bursts with 1 and all workers
+// bench/run.sh builds everything and runs the modes.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -87,6 +91,33 @@ int main(int argc, char** argv) {
   spool->add_option("--tmpfs", spool_options.spool_tmpfs, "a folder on tmpfs (default /dev/shm)")
       ->check(CLI::ExistingDirectory);
 
+  pa::bench::AgentBenchOptions speed_options;
+  speed_options.latency_rsa = 12;
+  CLI::App* speed = app.add_subcommand(
+      "speed", "issue 13: key pool warm and off, key store size, bursts (one run, side by side)");
+  speed->add_option("--agent", speed_options.agent, "the provision-agent executable")
+      ->required()
+      ->check(CLI::ExistingFile);
+  speed->add_option("--plugins", speed_options.plugins, "the plugin folder (PROVISION_PLUGIN_DIR)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  speed
+      ->add_option("--arm-agent", speed_options.arm_agent,
+                   "an armhf provision-agent, run under qemu-arm for the pool figures")
+      ->check(CLI::ExistingFile);
+  speed->add_option("--arm-plugins", speed_options.arm_plugins, "its plugin folder")
+      ->check(CLI::ExistingDirectory);
+  speed
+      ->add_option("--pool-requests", speed_options.latency_rsa,
+                   "sequential rsa-2048 requests per pool setting (half as many rsa-4096)")
+      ->check(CLI::Range(2, 1000));
+  speed->add_option("--store-devices", speed_options.store_devices, "the large key store")
+      ->check(CLI::Range(10, 100000));
+  speed->add_option("--devices", speed_options.devices, "distinct devices in each burst")
+      ->check(CLI::Range(1, 100000));
+  speed->add_option("--noop", speed_options.noop, "4x the encrypted requests per store size")
+      ->check(CLI::Range(4, 100000));
+
   CLI11_PARSE(app, argc, argv);
   // The agent's broker connection may drop while we write to it; report, do not die.
   std::signal(SIGPIPE, SIG_IGN);
@@ -94,6 +125,11 @@ int main(int argc, char** argv) {
     if (*decrypt) return pa::bench::run_decrypt(decrypt_runs);
     if (*keygen) return pa::bench::run_keygen(keygen_runs);
     if (*spool) return pa::bench::run_spool(spool_options);
+    if (*speed) {
+      if (speed_options.arm_agent.empty() != speed_options.arm_plugins.empty())
+        throw std::invalid_argument("--arm-agent and --arm-plugins go together");
+      return pa::bench::run_speed(speed_options);
+    }
     return pa::bench::run_agent(agent_options);
   } catch (const std::exception& error) {
     fmt::print(stderr, "pa_bench: {}\n", error.what());

@@ -64,12 +64,21 @@ SecByteBlock der_encode(const Key& key) {
   return der;
 }
 
-// Debian's Crypto++ ships without the PEM pack, hence this small armor code.
+// Debian's Crypto++ ships without the PEM pack, hence this small armor code. The text is written
+// into a buffer reserved for all of it: a string that grew would leave copies of a private key in
+// the memory it freed, where no wipe reaches.
 std::string pem_encode(std::string_view label, const SecByteBlock& der) {
-  std::string pem = "-----BEGIN " + std::string(label) + "-----\n";
+  const std::size_t base64 = (der.size() + 2) / 3 * 4;
+  std::string pem;
+  pem.reserve(2 * label.size() + 32 + base64 + base64 / 64 + 2);
+  pem += "-----BEGIN ";
+  pem += label;
+  pem += "-----\n";
   CryptoPP::ArraySource(der.data(), der.size(), true,
                         new CryptoPP::Base64Encoder(new CryptoPP::StringSink(pem), true, 64));
-  pem += "-----END " + std::string(label) + "-----\n";
+  pem += "-----END ";
+  pem += label;
+  pem += "-----\n";
   return pem;
 }
 
@@ -218,8 +227,12 @@ std::optional<KeyType> parse_key_type(std::string_view name) noexcept {
 }
 
 KeyPair generate_key_pair(KeyType type) {
+  CryptoPP::AutoSeededRandomPool rng;
+  return generate_key_pair(type, rng);
+}
+
+KeyPair generate_key_pair(KeyType type, CryptoPP::RandomNumberGenerator& rng) {
   try {
-    CryptoPP::AutoSeededRandomPool rng;
     PrivateKey key{type, {}, {}, {}};
     switch (type) {
       case KeyType::rsa2048:

@@ -1,6 +1,7 @@
 #pragma once
 // Key pair generation and encoding with Crypto++ (SPEC section 5): private keys as PKCS#8 PEM
 // ("BEGIN PRIVATE KEY"), public keys as SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
+#include <cryptopp/cryptlib.h>
 #include <cryptopp/rsa.h>
 #include <cryptopp/secblock.h>
 
@@ -39,8 +40,13 @@ struct KeyPair {
   std::string public_pem;   // SubjectPublicKeyInfo
 };
 
-// Generates a fresh pair. Throws KeyError on failure.
+// Generates a fresh pair. Throws KeyError on failure. The private PEM is written into one buffer
+// sized for it up front, so no copy of it is left behind in freed memory: wiping the string
+// wipes every copy.
 KeyPair generate_key_pair(KeyType type);
+// The same with the caller's random number generator (the key pool's, which can be made to throw
+// to stop a generation early). What `rng` throws that is not a CryptoPP::Exception goes through.
+KeyPair generate_key_pair(KeyType type, CryptoPP::RandomNumberGenerator& rng);
 
 // Reads a PKCS#8 private key PEM of any supported type and derives the pair from it.
 // Throws KeyError when the text is not such a key.

@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <system_error>
 #include <utility>
@@ -277,21 +279,69 @@ bool holds_key_file(int dir_fd) {
   return is_file_at(dir_fd, kPrivateKeyFile) || is_file_at(dir_fd, kPublicKeyFile);
 }
 
-// Pairs held under the root: legacy device folders and users' device folders with a private key.
-std::size_t count_pairs(int root_fd, const fs::path& root) {
-  std::size_t count = 0;
+// The type of the pair in a device folder, from its public key (the private key stays unread);
+// none when that cannot be read.
+std::optional<KeyType> pair_type_at(int device_fd) {
+  try {
+    if (std::optional<std::string> pem = read_key_file_at(device_fd, kPublicKeyFile, {}))
+      return public_key_type(*pem);
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+// The index of every pair under the root (one scan): legacy device folders and users' device
+// folders with a private key.
+KeyIndex::Map scan_pairs(int root_fd, const fs::path& root) {
+  KeyIndex::Map pairs;
   for (const DirEntry& top : list_entries(root_fd, root)) {
     if (!top.folder || !is_valid_identifier(top.name)) continue;
     UniqueFd top_fd = open_folder(root_fd, top.name, root / top.name, false);
     if (!top_fd) continue;
-    if (is_file_at(top_fd.get(), kPrivateKeyFile)) ++count;
+    if (is_file_at(top_fd.get(), kPrivateKeyFile))
+      insert_in_order(pairs[top.name], {std::nullopt, pair_type_at(top_fd.get())});
     for (const DirEntry& device : list_entries(top_fd.get(), root / top.name)) {
       if (!device.folder || !is_valid_identifier(device.name)) continue;
       UniqueFd device_fd = open_folder(top_fd.get(), device.name, {}, false);
-      if (device_fd && is_file_at(device_fd.get(), kPrivateKeyFile)) ++count;
+      if (device_fd && is_file_at(device_fd.get(), kPrivateKeyFile))
+        insert_in_order(pairs[device.name], {top.name, pair_type_at(device_fd.get())});
     }
   }
-  return count;
+  return pairs;
+}
+
+fs::path pair_dir(const fs::path& root, const std::optional<std::string>& user,
+                  const std::string& device) {
+  return user ? root / *user / device : root / device;
+}
+
+// What `index` says against what `disk` holds (both as scan_pairs() makes them).
+std::vector<IndexProblem> compare_index(const KeyIndex::Map& index, const KeyIndex::Map& disk,
+                                        const fs::path& root) {
+  using Folder = std::pair<std::string, std::optional<std::string>>;  // device, user
+  std::map<Folder, std::optional<KeyType>> indexed;
+  std::map<Folder, std::optional<KeyType>> held;
+  for (const auto& [device, pairs] : index)
+    for (const IndexedPair& pair : pairs) indexed[{device, pair.user}] = pair.type;
+  for (const auto& [device, pairs] : disk)
+    for (const IndexedPair& pair : pairs) held[{device, pair.user}] = pair.type;
+  std::vector<IndexProblem> problems;
+  for (const auto& [folder, type] : held) {
+    const auto it = indexed.find(folder);
+    const fs::path dir = pair_dir(root, folder.second, folder.first);
+    if (it == indexed.end()) {
+      problems.push_back({dir, "holds a key pair that the device index does not name"});
+    } else if (it->second != type) {
+      problems.push_back({dir, fmt::format("the device index says {}, the public key is {}",
+                                           it->second ? to_string(*it->second) : "unknown",
+                                           type ? to_string(*type) : "unknown")});
+    }
+  }
+  for (const auto& [folder, type] : indexed)
+    if (held.find(folder) == held.end())
+      problems.push_back({pair_dir(root, folder.second, folder.first),
+                          "named by the device index but holds no private key"});
+  return problems;
 }
 
 constexpr std::size_t kNameLocks = 64;
@@ -305,6 +355,9 @@ struct KeyStore::Shared {
   std::mutex count_mutex;
   std::size_t count = 0;
   std::array<std::shared_mutex, kNameLocks> name_locks;
+  KeyIndex index;                         // device -> pairs (key_index.hpp)
+  std::mutex rescan_mutex;                // one rescan at a time
+  std::atomic<std::uint32_t> rescans{0};  // 32 bits: lock-free on 32-bit ARM
 
   std::shared_mutex& name_lock(const std::string& name) {
     return name_locks[std::hash<std::string>{}(name) % kNameLocks];
@@ -353,7 +406,9 @@ KeyStore::KeyStore(fs::path root, StoreOptions options)
     create_root(root_, modes_for(key_group_).folder, key_group_);
   }
   root_fd_ = open_private_folder(root_, key_group_, "key store root ");
-  shared_->count = count_pairs(root_fd_.get(), root_);
+  shared_->index.begin_rebuild();
+  shared_->index.finish_rebuild(scan_pairs(root_fd_.get(), root_));
+  shared_->count = shared_->index.pairs();
 }
 
 KeyStore::~KeyStore() = default;
@@ -571,7 +626,10 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
       if (!private_temp.empty()) ::unlinkat(device_fd.get(), private_temp.c_str(), 0);
       if (!public_temp.empty()) ::unlinkat(device_fd.get(), public_temp.c_str(), 0);
       // The private key was renamed into place before the failure: the pair counts.
-      if (is_file_at(device_fd.get(), kPrivateKeyFile)) reservation.commit();
+      if (is_file_at(device_fd.get(), kPrivateKeyFile)) {
+        reservation.commit();
+        shared_->index.add(user, device, derived.type);
+      }
     }
     try {
       throw;
@@ -580,6 +638,7 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
     }
   }
   reservation.commit();
+  shared_->index.add(user, device, derived.type);
   struct stat st {};
   if (::fstatat(device_fd.get(), kPrivateKeyFile, &st, AT_SYMLINK_NOFOLLOW) != 0)
     throw_errno(fmt::format("cannot stat {}", (dir / kPrivateKeyFile).string()), errno);
@@ -618,7 +677,10 @@ bool KeyStore::remove_one(const std::optional<std::string>& user, const std::str
   for (const char* name : kDeviceFiles) {  // the private key first
     if (::unlinkat(device_fd.get(), name, 0) == 0) {
       removed = true;
-      if (std::strcmp(name, kPrivateKeyFile) == 0) shared_->release_one();
+      if (std::strcmp(name, kPrivateKeyFile) == 0) {
+        shared_->release_one();
+        shared_->index.remove(user, device);
+      }
     } else if (errno != ENOENT && errno != EISDIR) {  // EISDIR: an old store's device folder
       throw_errno(fmt::format("cannot remove {}", (dir / name).string()), errno);
     }
@@ -637,21 +699,59 @@ bool KeyStore::remove_one(const std::optional<std::string>& user, const std::str
 
 std::vector<DeviceFolder> KeyStore::private_key_folders(const std::string& device) const {
   if (!is_valid_identifier(device)) throw std::invalid_argument("invalid device id");
-  // A user folder is one holding `<device>/sensor_private.pem`; a legacy device folder holds key
-  // files, never folders, so it never matches.
+  // What the index says is checked, folder by folder, and so is the legacy folder (the original
+  // agent's layout, which operators copy by hand): a pair missing, or one the index does not know
+  // there, means the store changed behind our back, and the store is scanned again.
+  auto verified = [&](std::vector<DeviceFolder>& folders) {
+    bool legacy_indexed = false;
+    for (const IndexedPair& pair : shared_->index.find(device)) {
+      legacy_indexed = legacy_indexed || !pair.user;
+      UniqueFd device_fd = open_device_folder(pair.user, device, false);
+      if (!device_fd || !is_file_at(device_fd.get(), kPrivateKeyFile)) return false;
+      folders.push_back(
+          {pair.user, device, pair.user ? root_ / *pair.user / device : root_ / device});
+    }
+    UniqueFd legacy_fd = open_folder(root_fd_.get(), device, {}, false);
+    return legacy_indexed == (legacy_fd && is_file_at(legacy_fd.get(), kPrivateKeyFile));
+  };
   std::vector<DeviceFolder> folders;
-  for (const DirEntry& entry : list_entries(root_fd_.get(), root_)) {
-    if (!entry.folder || !is_valid_identifier(entry.name)) continue;
-    UniqueFd user_fd = open_folder(root_fd_.get(), entry.name, {}, false);
-    if (!user_fd) continue;
-    UniqueFd device_fd = open_folder(user_fd.get(), device, {}, false);
-    if (device_fd && is_file_at(device_fd.get(), kPrivateKeyFile))
-      folders.push_back({entry.name, device, root_ / entry.name / device});
-  }
-  UniqueFd legacy_fd = open_folder(root_fd_.get(), device, {}, false);
-  if (legacy_fd && is_file_at(legacy_fd.get(), kPrivateKeyFile))
-    folders.push_back({std::nullopt, device, root_ / device});
+  if (verified(folders)) return folders;
+  rescan_index();
+  folders.clear();
+  if (verified(folders)) return folders;
+  // Still changing under us: only what is there now.
+  folders.erase(std::remove_if(folders.begin(), folders.end(),
+                               [&](const DeviceFolder& folder) {
+                                 return !has_keys(folder.user, folder.device);
+                               }),
+                folders.end());
   return folders;
+}
+
+void KeyStore::rescan_index() const {
+  std::lock_guard<std::mutex> one_at_a_time(shared_->rescan_mutex);
+  shared_->index.begin_rebuild();
+  KeyIndex::Map scanned;
+  try {
+    scanned = scan_pairs(root_fd_.get(), root_);
+  } catch (...) {
+    shared_->index.finish_rebuild(shared_->index.snapshot());
+    throw;
+  }
+  shared_->index.finish_rebuild(std::move(scanned));
+  ++shared_->rescans;
+}
+
+std::uint64_t KeyStore::index_rescans() const noexcept {
+  return shared_->rescans;
+}
+
+std::map<std::string, std::size_t> KeyStore::pairs_by_type() const {
+  return shared_->index.pairs_by_type();
+}
+
+std::vector<IndexProblem> KeyStore::check_index() const {
+  return compare_index(shared_->index.snapshot(), scan_pairs(root_fd_.get(), root_), root_);
 }
 
 std::vector<fs::path> KeyStore::private_key_candidates(const std::string& device) const {
@@ -720,6 +820,22 @@ std::vector<DeviceFolder> list_device_folders(const fs::path& root) {
   }
   legacy.insert(legacy.end(), owned.begin(), owned.end());
   return legacy;
+}
+
+std::vector<IndexProblem> check_index(const fs::path& root) {
+  UniqueFd root_fd(::open(root.c_str(), kFolderFlags));
+  if (!root_fd) {
+    if (errno == ENOENT) return {};
+    throw_errno(fmt::format("cannot open {}", root.string()), errno);
+  }
+  // The listing `keys list` shows, reduced to folders that hold a private key.
+  KeyIndex::Map listed;
+  for (const DeviceFolder& folder : list_device_folders(root)) {
+    UniqueFd dir(::open(folder.dir.c_str(), kFolderFlags));
+    if (dir && is_file_at(dir.get(), kPrivateKeyFile))
+      insert_in_order(listed[folder.device], {folder.user, pair_type_at(dir.get())});
+  }
+  return compare_index(scan_pairs(root_fd.get(), root), listed, root);
 }
 
 std::optional<std::string> read_key_file_no_follow(const fs::path& path) {

@@ -19,8 +19,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +32,7 @@
 #include "file_names.hpp"
 #include "file_util.hpp"
 #include "instance_lock.hpp"
+#include "key_index.hpp"
 #include "key_pair.hpp"
 #include "permissions.hpp"
 
@@ -67,6 +70,12 @@ struct DeviceFolder {
   std::optional<std::string> user;
   std::string device;
   std::filesystem::path dir;
+};
+
+// A disagreement between the device index and the folders on disk, for `keys verify`.
+struct IndexProblem {
+  std::filesystem::path path;  // the device folder
+  std::string why;
 };
 
 // What remove() takes with a user's device (SPEC section 3.1: a delete with a user_id also
@@ -116,9 +125,10 @@ class KeyStore {
   // Stores a pair atomically. keep_backup: the current pair (if any) becomes the single backup
   // generation (sensor_private.prev.pem / sensor_public.prev.pem, 0600, or 0640 with the key
   // group). A certificate of the replaced pair no longer matches: it moves to
-  // sensor_cert.prev.pem before the new pair is renamed into place (SPEC section 5). Throws CollisionError (a legacy device folder where a user folder would go, or the
-  // reverse), QuotaError (a pair for one more device than max_devices), both before anything
-  // is written, or StoreError.
+  // sensor_cert.prev.pem before the new pair is renamed into place (SPEC section 5). Throws
+  // CollisionError (a legacy device folder where a user folder would go, or the reverse),
+  // QuotaError (a pair for one more device than max_devices), both before anything is written, or
+  // StoreError.
   StoredKey store(const std::optional<std::string>& user, const std::string& device,
                   const KeyPair& pair, bool keep_backup);
 
@@ -133,8 +143,23 @@ class KeyStore {
   // <root>/<user>/<device>/sensor_private.pem for every user folder holding it (by user), then
   // the legacy one.
   std::vector<std::filesystem::path> private_key_candidates(const std::string& device) const;
-  // The same as device folders, to read each with read_private_key().
+  // The same as device folders, to read each with read_private_key(). From the device index
+  // (key_index.hpp), not a listing of the store: each folder it names is checked, and so is the
+  // legacy folder, and the store is scanned again when they disagree, so the cost does not grow
+  // with the store. Pairs added by hand below a user folder are seen after the next scan (at the
+  // next start, or when a lookup finds the index wrong).
   std::vector<DeviceFolder> private_key_folders(const std::string& device) const;
+
+  // Scans the store again and replaces the device index (writes running meanwhile are kept).
+  // Throws StoreError when the root cannot be listed.
+  void rescan_index() const;
+  // How many times a lookup found the index wrong and the store was scanned again.
+  std::uint64_t index_rescans() const noexcept;
+  // Key pairs by type name ("rsa-2048", ...; "unknown" when the public key cannot be read), from
+  // the index: for the metrics (SPEC section 8).
+  std::map<std::string, std::size_t> pairs_by_type() const;
+  // The index against a fresh scan of the store: empty when they agree. Throws StoreError.
+  std::vector<IndexProblem> check_index() const;
 
   // Stores `pem` as the device's sensor_cert.pem (0644) atomically. The caller has checked it
   // (keystore/x509.hpp). false when the device has no keys. Throws StoreError.
@@ -178,6 +203,12 @@ class KeyStore {
 // are skipped. Empty when `root` does not exist; throws StoreError when it cannot be listed or
 // is a symlink.
 std::vector<DeviceFolder> list_device_folders(const std::filesystem::path& root);
+
+// For `keys verify` (which runs beside the agent and so cannot see its memory): builds the device
+// index of `root` as KeyStore does when it opens the store, and checks it against the device
+// folders list_device_folders() finds: every folder holding a private key must be indexed, with
+// its type, and nothing else. Empty when they agree; nothing is written. Throws StoreError.
+std::vector<IndexProblem> check_index(const std::filesystem::path& root);
 
 // A key file's text without following a symlink (as the store reads it); nullopt when the file
 // does not exist. Throws StoreError for a symlink, a special file or a read error. The caller

@@ -13,6 +13,7 @@ packages=(
   systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests
   lintian adduser file  # the package test and the example plugin test
   man-db  # manual_test formats the manual pages as lintian does (man, lexgrog)
+  prometheus prometheus-node-exporter curl  # the metrics tests: promtool, a real textfile collector
   "$@"
 )
 

@@ -11,6 +11,7 @@
 #include "cli/findings.hpp"
 #include "keystore/identifier.hpp"
 #include "keystore/inspect.hpp"
+#include "keystore/key_store.hpp"
 
 namespace pa::cli {
 namespace {
@@ -148,6 +149,13 @@ int verify_keys(const Config& config, std::FILE* out) {
       if (shown.insert({problem.path.string(), wording.why}).second)
         findings.fail(problem.path.string(), wording.why, wording.fix);
     }
+  }
+  // The device index the agent builds at start (issue 13) must find every pair listed above.
+  try {
+    for (const keystore::IndexProblem& problem : keystore::check_index(root))
+      findings.fail(problem.path.string(), problem.why, "report it: the agent's index has a bug");
+  } catch (const keystore::StoreError& error) {
+    findings.fail("device index of " + root.string(), error.what(), "check the key store root");
   }
   fmt::print(out, "{} checked, {} with problems\n", count_devices(devices->size()), with_problems);
   std::fflush(out);

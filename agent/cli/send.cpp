@@ -31,6 +31,34 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A batch's progress on a terminal: devices done, failed, rate, redrawn in place at most four
+// times a second and erased before the results. Nothing when `out` is not a terminal, so scripts
+// read the results alone.
+class Progress {
+ public:
+  Progress(std::FILE* out, std::size_t total)
+      : out_(out), total_(total), shown_(total > 1 && ::isatty(::fileno(out)) == 1) {}
+  void update(std::size_t done, std::size_t failed) {
+    const auto now = Clock::now();
+    if (!shown_ || (now - drawn_ < std::chrono::milliseconds(250) && done < total_)) return;
+    drawn_ = now;
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    std::fprintf(out_, "\r%zu/%zu devices done, %zu failed, %.1f/s\033[K", done, total_, failed,
+                 seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+    std::fflush(out_);
+  }
+  void erase() {
+    if (shown_) std::fprintf(out_, "\r\033[K");
+  }
+
+ private:
+  std::FILE* out_;
+  std::size_t total_;
+  bool shown_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point drawn_{};
+};
+
 struct Received {
   std::string topic;
   std::string payload;
@@ -356,6 +384,7 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
   }
 
   std::size_t seen = 0;
+  Progress progress(out, pending.size());
   auto collect = [&] {
     const auto& received = client.received();
     for (; seen < received.size(); ++seen) {
@@ -381,11 +410,16 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
         }
       }
     }
-    for (const Pending& entry : pending)
-      if (!entry.response || (entry.with_key && !entry.key)) return false;
-    return true;
+    std::size_t done = 0, failed = 0;
+    for (const Pending& entry : pending) {
+      done += entry.response && (!entry.with_key || entry.key) ? 1 : 0;
+      failed += entry.response && !entry.ok ? 1 : 0;
+    }
+    progress.update(done, failed);
+    return done == pending.size();
   };
   client.loop_until(collect, deadline);
+  progress.erase();
   client.disconnect();
 
   int status_code = 0;

@@ -1,6 +1,7 @@
 #pragma once
 // The host function table given to plugins (SPEC section 6) and the per-request pa_call behind
 // it: key store operations, key generation, publishing, configuration and logging.
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -12,6 +13,7 @@
 
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
+#include "dispatch/key_pool.hpp"
 #include "intake/request.hpp"
 #include "intake/spool.hpp"
 #include "keystore/key_store.hpp"
@@ -36,6 +38,10 @@ struct HostServices {
   std::function<std::string(std::string_view payload_json)> attest;
   // Where key operations are recorded (SPEC section 5); none: not recorded.
   audit::AuditLog* audit = nullptr;
+  // Pairs generated ahead (SPEC 3.4); none: every pair is generated for its request.
+  KeyPool* key_pool = nullptr;
+  // Each pair generated for a request (not taken from the pool), with how long it took.
+  std::function<void(keystore::KeyType, std::chrono::duration<double>)> key_generated;
 };
 
 // One loaded plugin's view of the host (SPEC section 6): its own function table whose handle

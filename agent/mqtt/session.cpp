@@ -212,7 +212,7 @@ void Session::close(std::chrono::milliseconds timeout) {
   socket_open_ = false;
 }
 
-void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*/,
+void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int flags,
                          const mosquitto_property* /*props*/) {
   auto* self = static_cast<Session*>(self_ptr);
   if (rc != 0) {
@@ -225,6 +225,8 @@ void Session::on_connect(mosquitto* client, void* self_ptr, int rc, int /*flags*
     return;
   }
   self->connected_ = true;
+  // CONNACK flags bit 0: session present.
+  if (self->connections_++ > 0 && (flags & 1) == 0) ++self->sessions_lost_;
   self->attempts_ = 0;
   self->library_error_.clear();
   self->note_state(fmt::format("connected to broker {}:{} as {}", self->config_.mqtt_host,

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,6 +62,14 @@ class Session {
   bool connected() const noexcept { return connected_; }
   std::string state_text() const;
 
+  // For the metrics (SPEC section 8): connections the broker accepted, and those after the first
+  // whose CONNACK said it held no session for us (SPEC 3.6: requests it had queued are lost).
+  struct Counters {
+    std::uint64_t connections = 0;
+    std::uint64_t sessions_lost = 0;
+  };
+  Counters counters() const noexcept { return {connections_, sessions_lost_}; }
+
  private:
   static void on_connect(mosquitto*, void* self, int rc, int flags, const mosquitto_property*);
   static void on_disconnect(mosquitto*, void* self, int rc, const mosquitto_property*);
@@ -82,6 +91,9 @@ class Session {
   Handlers handlers_;
   Client client_;
   std::atomic<bool> connected_{false};
+  // 32 bits: lock-free on 32-bit ARM without libatomic, and a counter that will not wrap.
+  std::atomic<std::uint32_t> connections_{0};
+  std::atomic<std::uint32_t> sessions_lost_{0};
   bool socket_open_ = false;
   // Name look-up and TCP connect run on this thread so that the event loop keeps turning (READY,
   // STATUS=, WATCHDOG=1) while the broker's name does not resolve or its SYNs are dropped.
