@@ -90,14 +90,21 @@ LogFields fields_of(const Outcome& outcome) {
                    outcome.error ? to_string(outcome.error->code) : ""};
 }
 
-std::string online_message(const Config& config, const std::string& agent_public_key) {
+std::string online_message(const Config& config, const std::string& agent_public_key,
+                           std::int64_t started_at, const mqtt::SessionFacts& session) {
   JsonObjectWriter json;
   json.field("status", "online")
       .field("agent_id", config.mqtt_client_id)
       .field("version", kVersion)
-      .field("started_at", format_rfc3339(std::time(nullptr)))
+      .field("started_at", format_rfc3339(started_at))
       // SPEC section 4: servers encrypt a device's first request to this key.
-      .field("public_key", agent_public_key);
+      .field("public_key", agent_public_key)
+      // SPEC 3.6: where the agent is, and whether the broker kept what was queued for it.
+      .field("broker", session.broker)
+      .field("session", session.resumed ? "resumed" : "new")
+      .field("session_since", format_rfc3339(session.session_since))
+      .field("instance", session.instance);
+  if (session.client_id_conflict) json.field("client_id_conflict", true);
   return json.str();
 }
 
@@ -121,6 +128,12 @@ std::string signed_checkpoint(const audit::Head& head, const AgentKey& agent_key
 
 std::string status_topic(const Config& config) {
   return fmt::format("{}/agents/{}/status", config.provision_topic_base, config.mqtt_client_id);
+}
+
+// The one place the session's broker list comes from the configuration. To be Config::brokers
+// (MQTT_BROKER_URL's list) once the configuration has it.
+std::vector<mqtt::BrokerAddress> configured_brokers(const Config& config) {
+  return {mqtt::BrokerAddress{config.mqtt_host, config.mqtt_port, config.mqtt_use_tls}};
 }
 
 bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base) {
@@ -227,7 +240,11 @@ Agent::Agent(Config config)
         fmt::format("cannot use the state folder {}: {}", config_.state_dir, error.what()));
   }
   session_ = std::make_unique<mqtt::Session>(
-      config_, status_topic(config_), online_message(config_, agent_key_.public_pem),
+      config_, configured_brokers(config_), status_topic(config_),
+      [this, started_at = static_cast<std::int64_t>(std::time(nullptr))](
+          const mqtt::SessionFacts& session) {
+        return online_message(config_, agent_key_.public_pem, started_at, session);
+      },
       mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },
                               [this](int mid) { acks_.acknowledged(mid); },
                               [this] { notifier_.subscribed(service_state()); },
@@ -250,7 +267,7 @@ Agent::Agent(Config config)
 
 ServiceState Agent::service_state() const {
   return ServiceState{session_->connected(), session_->state_text(), pool_ ? pool_->served() : 0,
-                      log_last_error()};
+                      log_last_error(), session_->problem_text()};
 }
 
 Agent::~Agent() = default;
@@ -265,9 +282,11 @@ int Agent::run(const std::atomic<bool>& stop) {
     throw std::system_error(error.code(),
                             fmt::format("cannot start {} worker thread(s)", config_.workers));
   }
-  log_info("provision-agent {} starting: broker {}:{}{}, key store {}, state {}, {} worker(s)",
-           kVersion, config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
-           config_.keys_dir, config_.state_dir, config_.workers);
+  std::vector<std::string> brokers;
+  for (const mqtt::BrokerAddress& broker : configured_brokers(config_))
+    brokers.push_back(mqtt::to_string(broker) + (broker.tls ? " (TLS)" : ""));
+  log_info("provision-agent {} starting: broker {}, key store {}, state {}, {} worker(s)", kVersion,
+           fmt::join(brokers, ", "), config_.keys_dir, config_.state_dir, config_.workers);
 
   // SPEC 3.4: what the last run left unanswered is queued first, in arrival order, so it is
   // served before anything newer for the same device. All of it: the spool bounded it already,
@@ -628,21 +647,30 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
 
 void Agent::respond(const InboundMessage& message, const Reply& reply,
                     std::vector<int>& message_ids) {
+  const Outcome& outcome = reply.outcome;
   const std::string topic =
       fmt::format("{}/{}/response", config_.provision_topic_base, message.device_id);
-  if (auto id = session_->publish(topic, reply.payload, false)) message_ids.push_back(*id);
+  // SPEC 3.6: with MQTT 5 the response carries the request's request_id and traceparent as user
+  // properties, so a broker-side tracer can follow a request without parsing payloads.
+  mqtt::UserProperties properties;
+  if (outcome.request_id) properties.emplace_back("request_id", valid_utf8(*outcome.request_id));
+  if (!message.traceparent.empty()) properties.emplace_back("traceparent", message.traceparent);
+  if (auto id = session_->publish(topic, reply.payload, false, nullptr, &properties))
+    message_ids.push_back(*id);
   if (message.response_topic) {
     const mqtt::ReplyTo reply_to{*message.response_topic, message.correlation_data};
-    if (auto id = session_->publish(*message.response_topic, reply.payload, false, &reply_to))
+    if (auto id = session_->publish(*message.response_topic, reply.payload, false, &reply_to,
+                                    &properties))
       message_ids.push_back(*id);
   }
-  const Outcome& outcome = reply.outcome;
+  LogFields fields = fields_of(outcome);
+  fields.traceparent = message.traceparent;
   const char* retry = reply.duplicate ? " (a retry, answered as recorded)" : "";
   if (outcome.error)
-    log_at(LogLevel::warning, fields_of(outcome), "{} refused: {}", outcome.action,
+    log_at(LogLevel::warning, fields, "{} refused: {}", outcome.action,
            escape_controls(outcome.error->message));
   else
-    log_at(LogLevel::info, fields_of(outcome), "{} served{}{}", outcome.action,
+    log_at(LogLevel::info, fields, "{} served{}{}", outcome.action,
            outcome.fingerprint ? fmt::format(" ({})", *outcome.fingerprint) : "", retry);
 }
 

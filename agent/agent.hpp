@@ -46,6 +46,9 @@ std::string response_message(const Outcome& outcome);
 // The agent's status topic: P/agents/<client id>/status.
 std::string status_topic(const Config& config);
 
+// The brokers to try, in order (SPEC 3.6), for the session and `check`.
+std::vector<mqtt::BrokerAddress> configured_brokers(const Config& config);
+
 // Whether an MQTT 5 Response Topic may be answered on (SPEC 3.5): a topic without wildcards
 // under P/ whose last level is not request, update or delete, and not an agent's own topic.
 bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base);

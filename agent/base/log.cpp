@@ -130,6 +130,7 @@ bool write_journal(LogLevel level, const LogFields& fields, std::string_view mes
   add("REQUEST_ID", fields.request_id);
   add("OUTCOME", fields.outcome);
   add("ERROR_CODE", fields.error_code);
+  add("TRACEPARENT", fields.traceparent);
   std::vector<iovec> iov;
   iov.reserve(items.size());
   for (auto& item : items) iov.push_back({item.data(), item.size()});
@@ -152,6 +153,7 @@ void write_stderr(LogLevel level, const LogFields& fields, std::string_view mess
   add("request_id", fields.request_id);
   add("outcome", fields.outcome);
   add("error", fields.error_code);
+  add("traceparent", fields.traceparent);
   line += '\n';
   std::lock_guard<std::mutex> lock(g_stderr_mutex);
   std::fwrite(line.data(), 1, line.size(), stderr);
