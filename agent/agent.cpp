@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <stdexcept>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -131,9 +132,20 @@ std::string status_topic(const Config& config) {
 }
 
 // The one place the session's broker list comes from the configuration. To be Config::brokers
-// (MQTT_BROKER_URL's list) once the configuration has it.
+// (MQTT_BROKER_URL's list) once the configuration has it; until then the fail-over tests name the
+// brokers after the first in the undocumented PA_TEST_FAILOVER_BROKERS.
 std::vector<mqtt::BrokerAddress> configured_brokers(const Config& config) {
-  return {mqtt::BrokerAddress{config.mqtt_host, config.mqtt_port, config.mqtt_use_tls}};
+  std::vector<mqtt::BrokerAddress> brokers{
+      mqtt::BrokerAddress{config.mqtt_host, config.mqtt_port, config.mqtt_use_tls}};
+  if (const char* more = std::getenv("PA_TEST_FAILOVER_BROKERS"); more && *more) {
+    try {
+      for (mqtt::BrokerAddress& broker : mqtt::parse_broker_list(more))
+        brokers.push_back(std::move(broker));
+    } catch (const std::invalid_argument& error) {
+      throw ConfigError(fmt::format("invalid PA_TEST_FAILOVER_BROKERS: {}", error.what()));
+    }
+  }
+  return brokers;
 }
 
 bool is_acceptable_response_topic(const std::string& topic, const std::string& provision_base) {
@@ -241,8 +253,8 @@ Agent::Agent(Config config)
   }
   session_ = std::make_unique<mqtt::Session>(
       config_, configured_brokers(config_), status_topic(config_),
-      [this, started_at = static_cast<std::int64_t>(std::time(nullptr))](
-          const mqtt::SessionFacts& session) {
+      [this, started_at =
+                 static_cast<std::int64_t>(std::time(nullptr))](const mqtt::SessionFacts& session) {
         return online_message(config_, agent_key_.public_pem, started_at, session);
       },
       mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },

@@ -65,11 +65,19 @@ struct AgentBenchOptions {
   std::string spool_tmpfs = "/dev/shm";  // spool mode: a folder on tmpfs
 };
 
+struct FleetBenchOptions {
+  std::string agent;    // the provision-agent executable
+  std::string plugins;  // its PROVISION_PLUGIN_DIR
+  int agents = 200;     // agent processes on the one broker
+};
+
 // Each returns the process exit status: 0 when every phase completed.
 int run_decrypt(int runs);
 int run_keygen(int runs);
 int run_agent(const AgentBenchOptions& options);
 // The agent with and without its intake spool, the state folder on disk and on tmpfs.
 int run_spool(const AgentBenchOptions& options);
+// A simulated fleet through a broker restart, and two agents on one client id (SPEC 3.6).
+int run_fleet(const FleetBenchOptions& options);
 
 }  // namespace pa::bench

@@ -7,7 +7,11 @@
 //   pa_bench spool --agent PATH --plugins DIR [--disk /var/tmp] [--tmpfs /dev/shm]
 //                             what the intake spool costs: throughput and latency with it and
 //                             without it, the state folder on disk and on tmpfs
-// bench/run.sh builds everything and runs the three modes.
+//   pa_bench fleet --agent PATH --plugins DIR [--agents 200]
+//                             a simulated fleet on one mosquitto through a broker restart:
+//                             reconnect spread, time to resubscribe, requests served, memory per
+//                             agent; two agents on one client id (SPEC 3.6)
+// bench/run.sh builds everything and runs the modes (fleet only with PA_BENCH_FLEET=1).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -87,6 +91,18 @@ int main(int argc, char** argv) {
   spool->add_option("--tmpfs", spool_options.spool_tmpfs, "a folder on tmpfs (default /dev/shm)")
       ->check(CLI::ExistingDirectory);
 
+  pa::bench::FleetBenchOptions fleet_options;
+  CLI::App* fleet = app.add_subcommand(
+      "fleet", "a simulated fleet of agents on one mosquitto through a broker restart");
+  fleet->add_option("--agent", fleet_options.agent, "the provision-agent executable")
+      ->required()
+      ->check(CLI::ExistingFile);
+  fleet->add_option("--plugins", fleet_options.plugins, "the plugin folder (PROVISION_PLUGIN_DIR)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  fleet->add_option("--agents", fleet_options.agents, "agent processes")
+      ->check(CLI::Range(2, 2000));
+
   CLI11_PARSE(app, argc, argv);
   // The agent's broker connection may drop while we write to it; report, do not die.
   std::signal(SIGPIPE, SIG_IGN);
@@ -94,6 +110,7 @@ int main(int argc, char** argv) {
     if (*decrypt) return pa::bench::run_decrypt(decrypt_runs);
     if (*keygen) return pa::bench::run_keygen(keygen_runs);
     if (*spool) return pa::bench::run_spool(spool_options);
+    if (*fleet) return pa::bench::run_fleet(fleet_options);
     return pa::bench::run_agent(agent_options);
   } catch (const std::exception& error) {
     fmt::print(stderr, "pa_bench: {}\n", error.what());

@@ -30,4 +30,8 @@ echo "== uptime before: $(uptime)"
 "$build/bench/pa_bench" agent --agent "$build/provision-agent" --plugins "$build/plugins"
 # The spool's cost on disk (/var/tmp, never tmpfs on Debian) and on tmpfs (/dev/shm).
 "$build/bench/pa_bench" spool --agent "$build/provision-agent" --plugins "$build/plugins"
+# The simulated fleet (SPEC 3.6): 200 agent processes, several minutes; PA_BENCH_FLEET=1 runs it.
+if [ "${PA_BENCH_FLEET:-0}" = 1 ]; then
+  "$build/bench/pa_bench" fleet --agent "$build/provision-agent" --plugins "$build/plugins"
+fi
 echo "== uptime after: $(uptime)"
