@@ -66,9 +66,10 @@ struct AgentBenchOptions {
 };
 
 struct FleetBenchOptions {
-  std::string agent;    // the provision-agent executable
-  std::string plugins;  // its PROVISION_PLUGIN_DIR
-  int agents = 200;     // agent processes on the one broker
+  std::string agent;     // the provision-agent executable
+  std::string plugins;   // its PROVISION_PLUGIN_DIR
+  int agents = 200;      // agent processes on the one broker
+  int outage_ms = 5000;  // how long the broker stays down between its stop and its start
 };
 
 // Each returns the process exit status: 0 when every phase completed.

@@ -7,7 +7,7 @@
 //   pa_bench spool --agent PATH --plugins DIR [--disk /var/tmp] [--tmpfs /dev/shm]
 //                             what the intake spool costs: throughput and latency with it and
 //                             without it, the state folder on disk and on tmpfs
-//   pa_bench fleet --agent PATH --plugins DIR [--agents 200]
+//   pa_bench fleet --agent PATH --plugins DIR [--agents 200] [--outage-ms 5000]
 //                             a simulated fleet on one mosquitto through a broker restart:
 //                             reconnect spread, time to resubscribe, requests served, memory per
 //                             agent; two agents on one client id (SPEC 3.6)
@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   fleet->add_option("--agents", fleet_options.agents, "agent processes")
       ->check(CLI::Range(2, 2000));
+  fleet->add_option("--outage-ms", fleet_options.outage_ms, "how long the broker stays down")
+      ->check(CLI::Range(0, 600000));
 
   CLI11_PARSE(app, argc, argv);
   // The agent's broker connection may drop while we write to it; report, do not die.

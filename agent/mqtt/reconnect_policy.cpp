@@ -48,7 +48,10 @@ void ReconnectPolicy::connection_stable() {
 }
 
 Clock::time_point ReconnectPolicy::after_loss(Clock::time_point now) {
-  failures_ = 1;  // should the broker still be away, the next delay is the second step
+  // Should the broker still be away, the back-off goes on from the spread's scale: agents whose
+  // first attempt fell into the outage would otherwise all come back in its first seconds.
+  failures_ = 0;
+  for (Clock::duration base = limits_.first_delay; base < limits_.spread; base *= 2) ++failures_;
   return draw(now, limits_.first_delay, limits_.spread);
 }
 

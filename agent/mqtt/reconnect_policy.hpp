@@ -20,9 +20,10 @@ struct ReconnectLimits {
   // Only a connection that lasted this long starts the back-off over: a broker that accepts and
   // then drops the connection (at SUBSCRIBE, say) must not be hammered (SPEC 3.6).
   Clock::duration stable_after = std::chrono::seconds(30);
-  // After losing a stable connection the first attempt waits a random first_delay..spread: a
-  // broker restart drops the whole fleet at once, and at most a tenth of it should come back in
-  // any one second (SPEC section 10's fleet figure).
+  // After losing a stable connection the first attempt waits a random first_delay..spread, and
+  // the back-off goes on from there (16-32 s, then 30-60 s): a broker restart drops the whole
+  // fleet at once, and at most a tenth of it should come back in any one second (SPEC section
+  // 10's fleet figure).
   Clock::duration spread = std::chrono::seconds(30);
   // SPEC 3.6: never more than 10 connection attempts a minute, whatever happens.
   int attempts_per_window = 10;
@@ -41,7 +42,8 @@ class ReconnectPolicy {
   Clock::time_point after_failure(Clock::time_point now);
   // The connection lasted stable_after: the back-off starts over.
   void connection_stable();
-  // A stable connection was lost: the first attempt is spread (see ReconnectLimits::spread).
+  // A stable connection was lost: the first attempt is spread, and so are those after it (see
+  // ReconnectLimits::spread).
   Clock::time_point after_loss(Clock::time_point now);
   // Another client holds our client id (ConflictWatch): the longest delay, up to twice over.
   Clock::time_point after_conflict(Clock::time_point now);

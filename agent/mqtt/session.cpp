@@ -411,6 +411,8 @@ void Session::run(const std::atomic<bool>& stop) {
         // on_disconnect normally got here first.
         connection_ended(fmt::format("connection to {} lost: {}", broker_name(), describe_rc(rc)),
                          rc != MOSQ_ERR_KEEPALIVE);
+      } else if (rc == MOSQ_ERR_ERRNO) {
+        attempt_failed(fmt::format("broker {} unreachable: {}", broker_name(), describe_rc(rc)));
       } else {
         // Closed before any CONNACK. An MQTT 5 CONNECT that a 3.1.1-only broker cannot read
         // ends this way too (RabbitMQ 3.10 says nothing): the next attempt asks in 3.1.1 first.

@@ -93,6 +93,19 @@ TEST(ReconnectPolicy, LosingAStableConnectionSpreadsTheFirstAttempt) {
   EXPECT_LT(*std::max_element(per_second.begin(), per_second.end()), 200);
 }
 
+TEST(ReconnectPolicy, AttemptsThatFailAfterALossStaySpread) {
+  // An agent whose first attempt fell into the broker's outage does not return in its first
+  // seconds together with every other such agent: the back-off goes on from the spread's scale.
+  ReconnectPolicy policy({}, 9);
+  policy.connection_stable();
+  Clock::time_point now{};
+  now = policy.after_loss(now);
+  policy.attempt_started(now);
+  const Clock::duration second = policy.after_failure(now) - now;
+  EXPECT_GE(second, 16s);
+  EXPECT_LE(second, 32s);
+}
+
 TEST(ReconnectPolicy, AConflictBacksOffToTheLongestDelay) {
   ReconnectPolicy policy({}, 5);
   const Clock::time_point now{};
