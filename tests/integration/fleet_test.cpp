@@ -18,13 +18,14 @@
 namespace pa::test {
 namespace {
 
-// The brokers after the first, as the agent of this branch reads them (see configured_brokers()
-// in agent/agent.cpp): to become MQTT_BROKER_URL's list once the configuration reads one.
-std::map<std::string, std::string> failover_env(const std::vector<int>& more_ports) {
-  std::vector<std::string> urls;
-  for (const int port : more_ports) urls.push_back(fmt::format("mqtt://127.0.0.1:{}", port));
+// A broker list: `first` (the harness's MQTT_HOST/MQTT_PORT) then `more`, as the agent of this
+// branch reads it (configured_brokers() in agent/agent.cpp). Once the configuration reads
+// MQTT_BROKER_URL's list into Config::brokers, this returns {"MQTT_BROKER_URL", the whole list}.
+std::map<std::string, std::string> failover_env(int first, const std::vector<int>& more) {
+  (void)first;  // already the harness's MQTT_PORT
   std::string list;
-  for (const auto& url : urls) list += (list.empty() ? "" : ",") + url;
+  for (const int port : more)
+    list += fmt::format("{}mqtt://127.0.0.1:{}", list.empty() ? "" : ",", port);
   return {{"PA_TEST_FAILOVER_BROKERS", list}};
 }
 
@@ -83,8 +84,8 @@ void make_session_on(const Broker& broker, const std::string& client_id) {
 TEST(FleetFailOver, TheNextBrokerServesOnceTheFirstIsGone) {
   Broker first;
   Broker second;
-  Agent agent(first.port(),
-              with(failover_env({second.port()}), {{"PA_RECONNECT_SPREAD_SECONDS", "2"}}));
+  Agent agent(first.port(), with(failover_env(first.port(), {second.port()}),
+                                 {{"PA_RECONNECT_SPREAD_SECONDS", "2"}}));
   make_session_on(second, agent.client_id());
   auto observer = make_observer(first.port());
   agent.start();
@@ -356,7 +357,7 @@ TEST(FleetCheck, SubscribesForRealOnEveryBroker) {
   Broker fine;
   const int nobody = free_port();
 
-  Agent agent(fine.port(), failover_env({port, closer.port(), nobody}));
+  Agent agent(fine.port(), failover_env(fine.port(), {port, closer.port(), nobody}));
   const CommandResult check = run_agent("check", agent.env());
   EXPECT_EQ(check.exit_code, 1) << check.output;
   EXPECT_TRUE(
