@@ -7,8 +7,10 @@
 # with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the four modes of pa_bench:
 # decrypt, keygen (against openssl genpkey), agent (a real mosquitto and the built agent on
 # 127.0.0.1) and spool (the agent with and without its intake spool, its state on disk and on
-# tmpfs). Figures depend on the machine and on whatever else runs on it: the load average is
-# printed before and after each mode, and figures taken while it is high are not comparable.
+# tmpfs); with PA_BENCH_FLEET=1 also fleet (200 agent processes through a broker restart, and two
+# agents on one client id; about 5 minutes). Figures depend on the machine and on whatever else
+# runs on it: the load average is printed before and after each mode, and figures taken while it
+# is high are not comparable.
 # The agent's key store lives under $TMPDIR (default /tmp): TMPDIR=/dev/shm bench/run.sh puts it
 # on tmpfs, which takes the disk's fsync latency out of the figures.
 set -euo pipefail
