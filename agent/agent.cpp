@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <stdexcept>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -91,14 +92,21 @@ LogFields fields_of(const Outcome& outcome) {
                    outcome.error ? to_string(outcome.error->code) : ""};
 }
 
-std::string online_message(const Config& config, const std::string& agent_public_key) {
+std::string online_message(const Config& config, const std::string& agent_public_key,
+                           std::int64_t started_at, const mqtt::SessionFacts& session) {
   JsonObjectWriter json;
   json.field("status", "online")
       .field("agent_id", config.mqtt_client_id)
       .field("version", kVersion)
-      .field("started_at", format_rfc3339(std::time(nullptr)))
+      .field("started_at", format_rfc3339(started_at))
       // SPEC section 4: servers encrypt a device's first request to this key.
-      .field("public_key", agent_public_key);
+      .field("public_key", agent_public_key)
+      // SPEC 3.6: where the agent is, and whether the broker kept what was queued for it.
+      .field("broker", session.broker)
+      .field("session", session.resumed ? "resumed" : "new")
+      .field("session_since", format_rfc3339(session.session_since))
+      .field("instance", session.instance);
+  if (session.client_id_conflict) json.field("client_id_conflict", true);
   return json.str();
 }
 
@@ -258,9 +266,17 @@ Agent::Agent(Config config)
                      },
                      {}});
   services_.key_pool = key_pool_.get();
-  online_status_ = online_message(config_, agent_key_.public_pem);
   session_ = std::make_unique<mqtt::Session>(
-      config_, status_topic(config_), online_status_,
+      config_, config_.brokers, status_topic(config_),
+      // Event loop thread, as on_tick. The counters go with every status the session publishes,
+      // so that the refresh in on_tick comes a status interval later, not as a second message
+      // right after this one.
+      [this, started_at =
+                 static_cast<std::int64_t>(std::time(nullptr))](const mqtt::SessionFacts& session) {
+        online_status_ = online_message(config_, agent_key_.public_pem, started_at, session);
+        return with_metrics(online_status_,
+                            metrics_->status_now(std::chrono::steady_clock::now(), announcements_));
+      },
       mqtt::Session::Handlers{[this](InboundMessage&& message) { accept(std::move(message)); },
                               [this](int mid) { acks_.acknowledged(mid); },
                               [this] {
@@ -294,7 +310,7 @@ Agent::Agent(Config config)
 
 ServiceState Agent::service_state() const {
   return ServiceState{session_->connected(), session_->state_text(), pool_ ? pool_->served() : 0,
-                      log_last_error()};
+                      log_last_error(), session_->problem_text()};
 }
 
 Agent::~Agent() = default;
@@ -309,9 +325,11 @@ int Agent::run(const std::atomic<bool>& stop) {
     throw std::system_error(error.code(),
                             fmt::format("cannot start {} worker thread(s)", config_.workers));
   }
-  log_info("provision-agent {} starting: broker {}:{}{}, key store {}, state {}, {} worker(s)",
-           kVersion, config_.mqtt_host, config_.mqtt_port, config_.mqtt_use_tls ? " (TLS)" : "",
-           config_.keys_dir, config_.state_dir, config_.workers);
+  std::vector<std::string> brokers;
+  for (const mqtt::BrokerAddress& broker : config_.brokers)
+    brokers.push_back(mqtt::to_string(broker) + (broker.tls ? " (TLS)" : ""));
+  log_info("provision-agent {} starting: broker {}, key store {}, state {}, {} worker(s)", kVersion,
+           fmt::join(brokers, ", "), config_.keys_dir, config_.state_dir, config_.workers);
 
   // SPEC 3.4: what the last run left unanswered is queued first, in arrival order, so it is
   // served before anything newer for the same device. All of it: the spool bounded it already,
@@ -676,26 +694,35 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
 
 void Agent::respond(const InboundMessage& message, const Reply& reply,
                     std::vector<int>& message_ids) {
+  const Outcome& outcome = reply.outcome;
   const std::string topic = topics::response(config_.provision_topic_base, message.device_id);
-  if (auto id = session_->publish(topic, reply.payload, false)) message_ids.push_back(*id);
+  // SPEC 3.6: with MQTT 5 the response carries the request's request_id and traceparent as user
+  // properties, so a broker-side tracer can follow a request without parsing payloads.
+  mqtt::UserProperties properties;
+  if (outcome.request_id) properties.emplace_back("request_id", valid_utf8(*outcome.request_id));
+  if (!message.traceparent.empty()) properties.emplace_back("traceparent", message.traceparent);
+  if (auto id = session_->publish(topic, reply.payload, false, nullptr, &properties))
+    message_ids.push_back(*id);
   if (message.response_topic) {
     const mqtt::ReplyTo reply_to{*message.response_topic, message.correlation_data};
-    if (auto id = session_->publish(*message.response_topic, reply.payload, false, &reply_to))
+    if (auto id = session_->publish(*message.response_topic, reply.payload, false, &reply_to,
+                                    &properties))
       message_ids.push_back(*id);
   }
-  const Outcome& outcome = reply.outcome;
   // Action names no plugin serves are counted as "other": clients cannot grow the label set.
   metrics_->request_done(
       plugins_.action(outcome.action) ? std::string_view(outcome.action) : "other",
       reply.duplicate ? "duplicate"
       : outcome.error ? to_string(outcome.error->code)
                       : "ok");
+  LogFields fields = fields_of(outcome);
+  fields.traceparent = message.traceparent;
   const char* retry = reply.duplicate ? " (a retry, answered as recorded)" : "";
   if (outcome.error)
-    log_at(LogLevel::warning, fields_of(outcome), "{} refused: {}", outcome.action,
+    log_at(LogLevel::warning, fields, "{} refused: {}", outcome.action,
            escape_controls(outcome.error->message));
   else
-    log_at(LogLevel::info, fields_of(outcome), "{} served{}{}", outcome.action,
+    log_at(LogLevel::info, fields, "{} served{}{}", outcome.action,
            outcome.fingerprint ? fmt::format(" ({})", *outcome.fingerprint) : "", retry);
 }
 

@@ -129,4 +129,13 @@ std::optional<std::string> AgentMetrics::status_due(std::chrono::steady_clock::t
   return registry_.json();
 }
 
+std::string AgentMetrics::status_now(std::chrono::steady_clock::time_point now,
+                                     std::uint64_t announcements) {
+  collect();
+  status_at_ = now;
+  status_version_ = registry_.version();
+  status_announcements_ = announcements;
+  return registry_.json();
+}
+
 }  // namespace pa

@@ -52,9 +52,12 @@ class AgentMetrics {
 
   // The counters as a JSON object for the retained status, when a refresh is due: at most once
   // a status interval, and only when a counter moved or the agent announced itself again since
-  // the last one (`announcements`: online statuses the session published, each without counters).
+  // the last one (`announcements`: online statuses the session published).
   std::optional<std::string> status_due(std::chrono::steady_clock::time_point now,
                                         std::uint64_t announcements);
+  // The counters now, for a status the session publishes anyway (after subscribing, on a
+  // conflict): the next refresh is then due a status interval later.
+  std::string status_now(std::chrono::steady_clock::time_point now, std::uint64_t announcements);
 
   // PROVISION_METRICS_FILE is written between these two calls (none without a file): from when
   // every source is in place until before any goes away.

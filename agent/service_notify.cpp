@@ -22,6 +22,7 @@ std::string status_text(const ServiceState& state) {
   std::string text = state.connected ? broker : "still trying to reach the broker: " + broker;
   text += fmt::format("; {} request(s) served", state.served);
   if (!state.last_error.empty()) text += "; last error: " + state.last_error;
+  if (!state.problem.empty()) text = state.problem + "; " + text;
   return text;
 }
 
@@ -51,6 +52,7 @@ void ServiceNotifier::subscribed(const ServiceState& state) {
     status_ = status_text(state);
     broker_ = state.broker;
     last_error_ = state.last_error;
+    problem_ = state.problem;
     last_status_ = Clock::now();
     send("READY=1\nSTATUS=" + status_);
     return;
@@ -72,6 +74,7 @@ void ServiceNotifier::tick(const ServiceState& state) {
     status_ = status_text(state);
     broker_ = state.broker;
     last_error_ = state.last_error;
+    problem_ = state.problem;
     last_status_ = now;
     send("READY=1\nSTATUS=" + status_);
     return;
@@ -81,13 +84,15 @@ void ServiceNotifier::tick(const ServiceState& state) {
 
 void ServiceNotifier::update_status(const ServiceState& state, bool force) {
   const auto now = Clock::now();
-  const bool changed = state.broker != broker_ || state.last_error != last_error_;
+  const bool changed = state.broker != broker_ || state.last_error != last_error_ ||
+                       state.problem != problem_;
   if (!force && !changed && now - last_status_ < kCountStatusInterval) return;
   std::string text = status_text(state);
   if (text == status_) return;
   status_ = std::move(text);
   broker_ = state.broker;
   last_error_ = state.last_error;
+  problem_ = state.problem;
   last_status_ = now;
   send("STATUS=" + status_);
 }

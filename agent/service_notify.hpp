@@ -20,6 +20,9 @@ struct ServiceState {
   std::string broker;      // Session::state_text(): connected, unreachable, refused...
   std::size_t served = 0;  // requests answered so far
   std::string last_error;  // the most recent error worth an operator's eye, or empty
+  // What only the operator can fix about the broker (Session::problem_text(): a client id
+  // conflict, an MQTT version it refuses), or empty; STATUS= leads with it (SPEC 3.6).
+  std::string problem = {};
 };
 
 class ServiceNotifier {
@@ -54,6 +57,7 @@ class ServiceNotifier {
   std::string status_;      // the last STATUS= sent
   std::string broker_;      // the broker state in it
   std::string last_error_;  // the last error in it
+  std::string problem_;     // the problem in it
 };
 
 }  // namespace pa

@@ -68,6 +68,13 @@ struct AgentBenchOptions {
   int store_devices = 10000;             // speed mode: the large key store
 };
 
+struct FleetBenchOptions {
+  std::string agent;     // the provision-agent executable
+  std::string plugins;   // its PROVISION_PLUGIN_DIR
+  int agents = 200;      // agent processes on the one broker
+  int outage_ms = 5000;  // how long the broker stays down between its stop and its start
+};
+
 // Each returns the process exit status: 0 when every phase completed.
 int run_decrypt(int runs);
 int run_keygen(int runs);
@@ -77,5 +84,7 @@ int run_spool(const AgentBenchOptions& options);
 // Issue 13: the key pool warm and off (natively and under qemu-arm), encrypted requests with 10
 // and 10,000 devices in the store, bursts with 1 and all workers.
 int run_speed(const AgentBenchOptions& options);
+// A simulated fleet through a broker restart, and two agents on one client id (SPEC 3.6).
+int run_fleet(const FleetBenchOptions& options);
 
 }  // namespace pa::bench

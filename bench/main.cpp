@@ -11,7 +11,11 @@
 //                             issue 13: latency with the key pool warm and off (rsa-2048,
 //                             rsa-4096; also under qemu-arm), encrypted requests with 10 and
 //                             10,000 devices in the store, bursts with 1 and all workers
-// bench/run.sh builds everything and runs the modes.
+//   pa_bench fleet --agent PATH --plugins DIR [--agents 200] [--outage-ms 5000]
+//                             a simulated fleet on one mosquitto through a broker restart:
+//                             reconnect spread, time to resubscribe, requests served, memory per
+//                             agent; two agents on one client id (SPEC 3.6)
+// bench/run.sh builds everything and runs the modes (fleet only with PA_BENCH_FLEET=1).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -117,6 +121,19 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   speed->add_option("--noop", speed_options.noop, "4x the encrypted requests per store size")
       ->check(CLI::Range(4, 100000));
+  pa::bench::FleetBenchOptions fleet_options;
+  CLI::App* fleet = app.add_subcommand(
+      "fleet", "a simulated fleet of agents on one mosquitto through a broker restart");
+  fleet->add_option("--agent", fleet_options.agent, "the provision-agent executable")
+      ->required()
+      ->check(CLI::ExistingFile);
+  fleet->add_option("--plugins", fleet_options.plugins, "the plugin folder (PROVISION_PLUGIN_DIR)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  fleet->add_option("--agents", fleet_options.agents, "agent processes")
+      ->check(CLI::Range(2, 2000));
+  fleet->add_option("--outage-ms", fleet_options.outage_ms, "how long the broker stays down")
+      ->check(CLI::Range(0, 600000));
 
   CLI11_PARSE(app, argc, argv);
   // The agent's broker connection may drop while we write to it; report, do not die.
@@ -130,6 +147,7 @@ int main(int argc, char** argv) {
         throw std::invalid_argument("--arm-agent and --arm-plugins go together");
       return pa::bench::run_speed(speed_options);
     }
+    if (*fleet) return pa::bench::run_fleet(fleet_options);
     return pa::bench::run_agent(agent_options);
   } catch (const std::exception& error) {
     fmt::print(stderr, "pa_bench: {}\n", error.what());

@@ -4,13 +4,16 @@
 #   bench/run.sh [build-folder]          default build-bench; e.g. bench/run.sh | tee bench.txt
 #
 # Installs what is missing (scripts/deps.sh), builds the agent, every bundled plugin and pa_bench
-# with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the five modes of pa_bench:
+# with at most 2 parallel jobs (PA_BENCH_JOBS overrides), then runs the modes of pa_bench:
 # decrypt, keygen (against openssl genpkey), agent (a real mosquitto and the built agent on
 # 127.0.0.1), spool (the agent with and without its intake spool, its state on disk and on
 # tmpfs) and speed (the key pool warm and off, key store size, bursts). When an armhf build of the
 # agent and plugins exists in build-armhf (scripts/cross.sh armhf makes one; PA_BENCH_ARM_BUILD
-# names another folder), speed also runs it under qemu-arm and reports the ratios. Figures depend on the machine and on whatever else runs on it: the load average is
-# printed before and after each mode, and figures taken while it is high are not comparable.
+# names another folder), speed also runs it under qemu-arm and reports the ratios. With
+# PA_BENCH_FLEET=1 also fleet (200 agent processes through a broker restart, and two agents on one
+# client id; about 5 minutes). Figures depend on the machine and on whatever else runs on it: the
+# load average is printed before and after each mode, and figures taken while it is high are not
+# comparable.
 # The agent's key store lives under $TMPDIR (default /tmp): TMPDIR=/dev/shm bench/run.sh puts it
 # on tmpfs, which takes the disk's fsync latency out of the figures.
 set -euo pipefail
@@ -38,4 +41,8 @@ if [ -x "$arm_build/provision-agent" ] && [ -d "$arm_build/plugins" ]; then
   arm=(--arm-agent "$arm_build/provision-agent" --arm-plugins "$arm_build/plugins")
 fi
 "$build/bench/pa_bench" speed --agent "$build/provision-agent" --plugins "$build/plugins" "${arm[@]}"
+# The simulated fleet (SPEC 3.6): 200 agent processes, several minutes; PA_BENCH_FLEET=1 runs it.
+if [ "${PA_BENCH_FLEET:-0}" = 1 ]; then
+  "$build/bench/pa_bench" fleet --agent "$build/provision-agent" --plugins "$build/plugins"
+fi
 echo "== uptime after: $(uptime)"

@@ -14,6 +14,7 @@ packages=(
   lintian adduser file  # the package test and the example plugin test
   man-db  # manual_test formats the manual pages as lintian does (man, lexgrog)
   prometheus prometheus-node-exporter curl  # the metrics tests: promtool, a real textfile collector
+  rabbitmq-server  # the RabbitMQ test starts its own node on 127.0.0.1 (SPEC 3.6)
   "$@"
 )
 
@@ -30,3 +31,8 @@ echo "installing: ${missing[*]}"
 "${as_root[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
   "${missing[@]}" >/dev/null
+# Debian starts and enables the system's RabbitMQ service on installation (listening on every
+# address); the tests run their own node, so a service this script brought in is stopped again.
+if printf '%s\n' "${missing[@]}" | grep -qx rabbitmq-server && [ -d /run/systemd/system ]; then
+  "${as_root[@]}" systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+fi

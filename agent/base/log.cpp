@@ -96,9 +96,10 @@ std::string redact(std::string_view message) {
 
 void remember_error(LogLevel level, const LogFields& fields, std::string_view message) {
   if (level != LogLevel::error && fields.outcome != "error") return;
-  std::string text = fields.error_code.empty() ? escape_controls(message)
-                                               : fmt::format("{} for {}: {}", fields.error_code,
-                                                             fields.device, escape_controls(message));
+  std::string text = fields.error_code.empty()
+                         ? escape_controls(message)
+                         : fmt::format("{} for {}: {}", fields.error_code, fields.device,
+                                       escape_controls(message));
   if (text.size() > kLastErrorMax) text = text.substr(0, kLastErrorMax - 3) + "...";
   std::lock_guard<std::mutex> lock(g_state_mutex);
   g_last_error = std::move(text);
@@ -119,6 +120,7 @@ bool write_journal(LogLevel level, const LogFields& fields, std::string_view mes
   add("REQUEST_ID", fields.request_id);
   add("OUTCOME", fields.outcome);
   add("ERROR_CODE", fields.error_code);
+  add("TRACEPARENT", fields.traceparent);
   std::vector<iovec> iov;
   iov.reserve(items.size());
   for (auto& item : items) iov.push_back({item.data(), item.size()});
@@ -137,6 +139,7 @@ void write_stderr(LogLevel level, const LogFields& fields, std::string_view mess
   add("request_id", fields.request_id);
   add("outcome", fields.outcome);
   add("error", fields.error_code);
+  add("traceparent", fields.traceparent);
   line += '\n';
   std::lock_guard<std::mutex> lock(g_stderr_mutex);
   std::fwrite(line.data(), 1, line.size(), stderr);
@@ -160,8 +163,9 @@ void log_write(LogLevel level, const LogFields& given, std::string_view message)
   // The fields too: a request id or user id from the wire may hold anything.
   const std::string device = redact(given.device), user = redact(given.user),
                     action = redact(given.action), request_id = redact(given.request_id),
-                    outcome = redact(given.outcome), error_code = redact(given.error_code);
-  const LogFields fields{device, user, action, request_id, outcome, error_code};
+                    outcome = redact(given.outcome), error_code = redact(given.error_code),
+                    traceparent = redact(given.traceparent);
+  const LogFields fields{device, user, action, request_id, outcome, error_code, traceparent};
   remember_error(level, fields, safe);
   // Under journald, an entry it refuses still goes to stderr, which systemd also collects.
   if (!g_journal || !write_journal(level, fields, safe)) write_stderr(level, fields, safe);

@@ -1,6 +1,7 @@
 #pragma once
 // Logging (SPEC section 8): under journald (JOURNAL_STREAM names our stderr) native entries with
-// PRIORITY and the fields DEVICE_ID, USER_ID, ACTION, REQUEST_ID, OUTCOME, ERROR_CODE; elsewhere
+// PRIORITY and the fields DEVICE_ID, USER_ID, ACTION, REQUEST_ID, OUTCOME, ERROR_CODE and
+// TRACEPARENT (an MQTT 5 request's W3C trace context, SPEC 3.6); elsewhere
 // one readable line per event on stderr. Never pass secrets or private keys in here.
 #include <fmt/format.h>
 
@@ -28,6 +29,7 @@ struct LogFields {
   std::string_view request_id;
   std::string_view outcome;     // "ok", "error", "ignored", ...
   std::string_view error_code;  // SPEC section 3.3 code when outcome is "error"
+  std::string_view traceparent = {};  // W3C trace context of the request (MQTT 5 user property)
 };
 
 // Sets the threshold and picks journald or stderr once at start-up. Logging is process-wide

@@ -55,6 +55,7 @@ struct InboundMessage {
   std::string correlation_data;               // MQTT 5 Correlation Data
   std::uint64_t seq = 0;                      // intake spool sequence number (arrival order)
   std::int64_t expires_at_ms = 0;             // MQTT 5 Message Expiry as Unix milliseconds; 0: none
+  std::string traceparent;  // MQTT 5 user property, W3C form checked; echoed and logged (SPEC 3.6)
 };
 
 // "P/D/request" | "P/D/update" | "P/D/delete" -> (D, kind); nullopt for any other topic.

@@ -231,8 +231,10 @@ TEST(ServiceJournal, NativeEntriesCarryTheRequestFields) {
   TempDir root;
   TempDir work;
   const std::string client_id = unique_name("pa-it-journal-");
-  // PA_DEVICE: for the script's journalctl DEVICE_ID=pH01.
-  ProcessOptions options = agent_options(broker.port(), root, client_id, {{"PA_DEVICE", "pH01"}});
+  // PA_DEVICE: for the script's journalctl DEVICE_ID=pH01. MQTT 5: a request's traceparent user
+  // property becomes the TRACEPARENT field (SPEC 3.6).
+  ProcessOptions options = agent_options(broker.port(), root, client_id,
+                                         {{"PA_DEVICE", "pH01"}, {"MQTT_PROTOCOL", "5"}});
   options.log_file = work.file("session.log");
   std::vector<std::string> session_command;
   if (launcher.via_sudo) {
@@ -261,6 +263,14 @@ TEST(ServiceJournal, NativeEntriesCarryTheRequestFields) {
   observer->publish("provision/pH01/request", R"({"request_id":"jr-bad","device_id":"pH02"})");
   auto bad = wait_response(*observer, "pH01", "jr-bad");
   ASSERT_TRUE(bad);
+  const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  ASSERT_EQ(run_command(fmt::format("mosquitto_pub -V 5 -h 127.0.0.1 -p {} -q 1 -t "
+                                    "provision/pH01/request -m '{{\"request_id\":\"jr-trace\"}}' "
+                                    "-D publish user-property traceparent {}",
+                                    broker.port(), traceparent))
+                .exit_code,
+            0);
+  ASSERT_TRUE(wait_response(*observer, "pH01", "jr-trace"));
 
   write_file(work.file("stop"), "");
   auto exit = session.wait_exit(60s);
@@ -288,6 +298,11 @@ TEST(ServiceJournal, NativeEntriesCarryTheRequestFields) {
   EXPECT_EQ(json_string(*refused, "OUTCOME"), "error");
   EXPECT_EQ(json_string(*refused, "ERROR_CODE"), "device_mismatch");
   EXPECT_EQ(json_string(*refused, "PRIORITY"), "4");
+
+  const rapidjson::Document* traced = outcome_entry(entries, "jr-trace");
+  ASSERT_NE(traced, nullptr) << all;
+  EXPECT_EQ(json_string(*traced, "TRACEPARENT"), traceparent);
+  EXPECT_FALSE(json_has(*served, "TRACEPARENT")) << "none given, none logged";
 
   for (const auto& entry : entries)
     EXPECT_EQ(json_string(entry, "DEVICE_ID"), "pH01") << "journalctl DEVICE_ID= did not filter";

@@ -30,6 +30,8 @@ TEST_F(LogTest, OneLineWithLevelAndFields) {
   fields.action = "update";
   fields.request_id = "r-1";
   fields.outcome = "ok";
+  fields.error_code = "none";
+  fields.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   const std::string line = logged(LogLevel::info, fields, "served");
   // "2026-11-23T10:00:00Z info: served device=pH01 ..."
   ASSERT_GE(line.size(), 21u);
@@ -37,7 +39,8 @@ TEST_F(LogTest, OneLineWithLevelAndFields) {
   EXPECT_EQ(line[10], 'T');
   EXPECT_EQ(line.substr(19, 2), "Z ");
   EXPECT_EQ(line.substr(21),
-            "info: served device=pH01 user=alice action=update request_id=r-1 outcome=ok\n");
+            "info: served device=pH01 user=alice action=update request_id=r-1 outcome=ok "
+            "error=none traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n");
 }
 
 TEST_F(LogTest, ControlCharactersFromTheWireStayOnOneLine) {

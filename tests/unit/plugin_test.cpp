@@ -112,7 +112,8 @@ TEST(KeygenPlugin, InstallCertificateHandsTheRequestsCertificateToTheHost) {
   EXPECT_EQ(host.error->first, "invalid_request");
   EXPECT_NE(host.error->second.find("\"certificate\""), std::string::npos) << host.error->second;
 
-  host.request_strings["certificate"] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  host.request_strings["certificate"] =
+      "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
   EXPECT_EQ(keygen.handle(request("install_certificate")), PA_OK);
   EXPECT_EQ(host.functions(), (Functions{"request_string", "install_certificate"}));
   EXPECT_EQ(host.calls[1].detail, host.request_strings["certificate"]);
