@@ -444,6 +444,24 @@ TEST_F(CertificateTest, UpdateMovesTheCertificateToTheBackupAndDeleteRemovesBoth
   EXPECT_FALSE(file_exists(agent->device_dir(device, "gina")));
 }
 
+TEST_F(CertificateTest, BackupCertificateNeverSitsBesideABackupKeyItDoesNotCertify) {
+  const std::string device = unique_name("twice-");
+  const std::string leaf = pki.sign(generate_with_csr(device, "hank"), ca, 30);
+  ASSERT_EQ(json_string(install(device, "hank", leaf), "status"), "ok");
+  ASSERT_EQ(
+      json_string(request(device, unique_name("upd-"), R"(,"user_id":"hank")", "update"), "status"),
+      "ok");
+  ASSERT_EQ(read_file(backup_file(device, "hank")), read_file(leaf));
+  // A second rotation: the backup pair is now the key of the first update, which has no
+  // certificate, so the first key's certificate must not stay beside it.
+  ASSERT_EQ(
+      json_string(request(device, unique_name("upd-"), R"(,"user_id":"hank")", "update"), "status"),
+      "ok");
+  EXPECT_FALSE(file_exists(cert_file(device, "hank")));
+  EXPECT_FALSE(file_exists(backup_file(device, "hank")))
+      << "sensor_cert.prev.pem certifies a key two generations old";
+}
+
 // ---- key age (SPEC 5) under a controlled clock ----
 
 TEST_F(TrustTest, KeyOlderThanMaxAgeIsReportedAtStart) {

@@ -168,6 +168,35 @@ TEST_F(CertificateCheck, NotACertificateOrAnUnreadableCaFileIsRefusedWithTheReas
   EXPECT_FALSE(read_certificate_info("no certificate here"));
 }
 
+// ---- certificates in the store ----
+
+// A certificate goes with the pair it certifies: to the backup generation on a replacement that
+// keeps one, away on one that does not, and never stays beside a backup pair it does not certify.
+TEST(StoredCertificate, FollowsThePairItCertifies) {
+  test::TempDir tmp;
+  const fs::path root = fs::path(tmp.path()) / "keys";
+  const fs::path dir = root / "alice" / "pH01";
+  const std::optional<std::string> user("alice");
+  KeyStore store(root);
+  store.store(user, "pH01", generate_key_pair(KeyType::ec_p256), false);
+  ASSERT_TRUE(store.store_certificate(user, "pH01", "first generation's certificate\n"));
+
+  store.store(user, "pH01", generate_key_pair(KeyType::ec_p256), true);
+  EXPECT_FALSE(fs::exists(dir / "sensor_cert.pem"));
+  EXPECT_EQ(test::read_file(dir / "sensor_cert.prev.pem"), "first generation's certificate\n");
+
+  // The backup is now the second generation, which had no certificate.
+  store.store(user, "pH01", generate_key_pair(KeyType::ec_p256), true);
+  EXPECT_FALSE(fs::exists(dir / "sensor_cert.pem"));
+  EXPECT_FALSE(fs::exists(dir / "sensor_cert.prev.pem"));
+
+  // Replaced without a backup: the backup pair stays the second generation, without certificate.
+  ASSERT_TRUE(store.store_certificate(user, "pH01", "third generation's certificate\n"));
+  store.store(user, "pH01", generate_key_pair(KeyType::ec_p256), false);
+  EXPECT_FALSE(fs::exists(dir / "sensor_cert.pem"));
+  EXPECT_FALSE(fs::exists(dir / "sensor_cert.prev.pem"));
+}
+
 // ---- key age ----
 
 TEST(Duration, ParsesAnIntegerWithItsUnit) {
