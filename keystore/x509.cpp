@@ -144,7 +144,8 @@ CertificateInfo check_certificate(std::string_view chain_pem, std::string_view p
   if (now < info.not_before)
     throw CertificateError(fmt::format("the certificate is not valid before {} (now {})",
                                        utc(info.not_before), utc(now)));
-  if (now > info.not_after)
+  // Expired from its notAfter second on, as OpenSSL's chain check and rotation_due() count it.
+  if (now >= info.not_after)
     throw CertificateError(
         fmt::format("the certificate expired at {} (now {})", utc(info.not_after), utc(now)));
 
