@@ -398,12 +398,15 @@ TEST_F(CertificateTest, EachWrongCertificateIsRefusedWithItsReasonAndNothingIsSt
     std::string certificate;
     std::string reason;  // a part of error.message
   };
+  const std::string with_key =
+      save("with-key.pem", read_file(pki.sign(csr, ca, 30)) + read_file(pki.file("fleet-ca.key")));
   const std::vector<Case> cases = {
       {"another key", pki.sign(pki.new_csr("stranger", device), ca, 30), "for another key"},
       {"expired", pki.sign(csr, ca, 10, "-20d"), "expired at"},
       {"not yet valid", pki.sign(csr, ca, 30, "+10d"), "not valid before"},
       {"another CA", pki.sign(csr, other_ca, 30), "does not chain to PROVISION_CA_FILE"},
       {"not a certificate", garbage, "no PEM certificate"},
+      {"a private key besides", with_key, "PRIVATE KEY"},
   };
   const auto before = list_tree(agent->keys_dir());
   for (const Case& c : cases) {

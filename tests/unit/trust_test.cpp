@@ -167,11 +167,27 @@ TEST_F(CertificateCheck, IntermediateGivenAfterTheLeafCompletesTheChain) {
 TEST_F(CertificateCheck, NotACertificateOrAnUnreadableCaFileIsRefusedWithTheReason) {
   EXPECT_PRED_FORMAT2(::testing::IsSubstring, "no PEM certificate",
                       reason("", not_before + 1, ca_file()));
-  EXPECT_PRED_FORMAT2(::testing::IsSubstring, "no PEM certificate",
+  EXPECT_PRED_FORMAT2(::testing::IsSubstring, "PUBLIC KEY block",
                       reason(pair.public_pem, not_before + 1, ca_file()));
   EXPECT_PRED_FORMAT2(::testing::IsSubstring, "cannot read PROVISION_CA_FILE",
                       reason(leaf, not_before + 1, pki.file("missing.pem")));
   EXPECT_FALSE(read_certificate_info("no certificate here"));
+}
+
+// Only certificates are stored (sensor_cert.pem is world-readable): a private key sent along by
+// mistake, before or after the leaf, is refused, naming the block.
+TEST_F(CertificateCheck, AnythingButCertificateBlocksIsRefused) {
+  const std::int64_t now = not_before + 1;
+  for (const std::string& chain : {leaf + pair.private_pem, pair.private_pem + leaf,
+                                   leaf + test::read_file(pki.file("root-ca.key"))}) {
+    const std::string why = reason(chain, now, ca_file());
+    EXPECT_PRED_FORMAT2(::testing::IsSubstring, "PRIVATE KEY", why);
+    EXPECT_PRED_FORMAT2(::testing::IsSubstring, "only certificates", why);
+  }
+  EXPECT_PRED_FORMAT2(::testing::IsSubstring, "CERTIFICATE REQUEST",
+                      reason(leaf + test::read_file(csr), now, ca_file()));
+  // Text around the blocks (as `openssl x509 -text` or a bundle's comments leave) is no block.
+  EXPECT_EQ(reason("# the device's certificate\n" + leaf, now, ca_file()), "accepted");
 }
 
 // ---- certificates in the store ----
