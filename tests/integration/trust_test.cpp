@@ -280,11 +280,35 @@ TEST_F(TrustTest, EveryKeyMessageIsAttestedPublishUpdateAndRepeat) {
     EXPECT_EQ(json_string(parse_json(key->payload), "request_id"), id);
     files.push_back(save(id + ".json", key->payload));
   }
-  // Each checked against a message of the other key (before and after the update).
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const auto result = python(std::string(kServerVerifier) + kAttestationCheck,
-                               {files[i], files[(i + 2) % files.size()], agent_key});
-    EXPECT_EQ(result.exit_code, 0) << files[i] << ": " << result.output;
+  // A retry of the publish_key request (same id, same content) is answered from its record and
+  // the key published again (SPEC 3.4): attested too.
+  const std::string first_id = json_string(parse_json(read_file(files[1])), "request_id");
+  observer->publish("provision/" + device + "/request",
+                    fmt::format(R"({{"request_id":{}{}}})", json_quote(first_id), asks[0].first));
+  ASSERT_TRUE(observer->wait_count(
+      "keys/" + device + "/public", 2, kResponseTimeout, [&](const Message& message) {
+        return json_string(parse_json(message.payload), "request_id") == first_id;
+      }));
+  std::string repeated;
+  for (const Message& message : observer->messages("keys/" + device + "/public"))
+    if (json_string(parse_json(message.payload), "request_id") == first_id)
+      repeated = message.payload;
+  // The current key: the update's.
+  EXPECT_EQ(json_string(parse_json(repeated), "fingerprint"),
+            json_string(parse_json(read_file(files[2])), "fingerprint"));
+  files.push_back(save("repeated.json", repeated));
+  // Each checked against a message of the other key (before or after the update).
+  auto fingerprint_of = [](const std::string& file) {
+    return json_string(parse_json(read_file(file)), "fingerprint");
+  };
+  for (const std::string& file : files) {
+    const auto other = std::find_if(files.begin(), files.end(), [&](const std::string& candidate) {
+      return fingerprint_of(candidate) != fingerprint_of(file);
+    });
+    ASSERT_NE(other, files.end());
+    const auto result =
+        python(std::string(kServerVerifier) + kAttestationCheck, {file, *other, agent_key});
+    EXPECT_EQ(result.exit_code, 0) << file << ": " << result.output;
   }
 }
 
@@ -332,6 +356,27 @@ TEST_F(TrustTest, OriginalServerReadingOnlyPublicKeyStillGetsThePem) {
              {save("payload", key.payload), agent->device_dir(device, "5") + "/sensor_public.pem"});
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(result.output, "2048\n");
+}
+
+// The original server sends user ids as integers (SPEC 3.1): the key message, its attestation and
+// its CSR carry the string, as the original agent sent it.
+TEST_F(TrustTest, IntegerUserIdIsAttestedAsItsString) {
+  start_agent({{"PROVISION_CSR", "true"}});
+  const std::string agent_key = agent_public_key_file();
+  const std::string device = unique_name("int-");
+  ASSERT_EQ(json_string(request(device, "int-1", R"(,"user_id":5)"), "status"), "ok");
+  const auto key = wait_key(*observer, device, "int-1");
+  ASSERT_TRUE(key);
+  const auto json = parse_json(key->payload);
+  EXPECT_EQ(json_string(json, "user_id"), "5") << key->payload;
+  const std::string other = generate(unique_name("int-other-"), "").payload;
+  const auto verified =
+      python(std::string(kServerVerifier) + kAttestationCheck,
+             {save("int.json", key->payload), save("other.json", other), agent_key});
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
+  const auto subject = run_command("openssl req -noout -subject -nameopt compat -in " +
+                                   shell_quote(save("int.csr", json_string(json, "csr"))));
+  EXPECT_EQ(subject.output, "subject=/CN=" + device + "/OU=5\n");
 }
 
 // ---- certificates (SPEC 5) ----
@@ -420,6 +465,22 @@ TEST_F(CertificateTest, EachWrongCertificateIsRefusedWithItsReasonAndNothingIsSt
     EXPECT_EQ(list_tree(agent->keys_dir()), before) << c.what;
   }
   EXPECT_FALSE(file_exists(cert_file(device, "frank")));
+}
+
+TEST_F(CertificateTest, DeviceWithoutKeysOrRequestWithoutCertificateStoresNothing) {
+  const std::string device = unique_name("nokeys-");
+  const std::string leaf = pki.sign(pki.new_csr("nokeys", device), ca, 30);
+  const auto before = list_tree(agent->keys_dir());
+  EXPECT_EQ(error_code(install(device, "lena", leaf)), "not_found");
+  const std::string keyed = unique_name("nofield-");
+  generate(keyed, "lena");
+  const auto with_keys = list_tree(agent->keys_dir());
+  const auto response =
+      request(keyed, unique_name("cert-"), R"(,"action":"install_certificate","user_id":"lena")");
+  EXPECT_EQ(error_code(response), "invalid_request");
+  EXPECT_EQ(list_tree(agent->keys_dir()), with_keys);
+  EXPECT_NE(with_keys, before);
+  EXPECT_FALSE(file_exists(agent->device_dir(device, "lena")));
 }
 
 TEST_F(CertificateTest, UpdateMovesTheCertificateToTheBackupAndDeleteRemovesBoth) {
