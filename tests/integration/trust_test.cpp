@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent_harness.hpp"
@@ -550,6 +551,41 @@ TEST_F(TrustTest, KeyOlderThanMaxAgeIsReportedAtStart) {
   EXPECT_GE(int_field(json, "age_s"), 2 * kDay) << due->payload;
   EXPECT_LT(int_field(json, "age_s"), 2 * kDay + 600) << due->payload;
   EXPECT_FALSE(json_has(json, "not_after")) << "no certificate, no not_after: " << due->payload;
+}
+
+// A Pi often boots before its network: the start's scan finds the key due while the broker is
+// unreachable, and the report still reaches the server once the broker is (SPEC 3 and 5).
+TEST_F(TrustTest, KeyDueAtAStartWithoutBrokerIsReportedOnceTheBrokerIsReached) {
+  ASSERT_TRUE(file_exists(libfaketime())) << libfaketime() << ": install Debian's faketime";
+  BrokerOptions persistent;
+  persistent.persistence = true;  // the server's subscription outlives the broker's restart
+  Broker reachable_later(persistent);
+  MqttClientOptions session;
+  session.client_id = unique_name("pa-it-server-");
+  session.clean_session = false;
+  observer = make_observer(reachable_later.port(), session);
+  observer->subscribe("provision/status/+/rotation_due");
+  agent = std::make_unique<Agent>(
+      reachable_later.port(), std::map<std::string, std::string>{{"PROVISION_KEY_MAX_AGE", "1d"}});
+  agent->start();
+  ASSERT_TRUE(wait_online(*observer, *agent));
+  const std::string device = unique_name("boot-");
+  generate(device, "mona");
+  EXPECT_EQ(agent->stop(), 0);
+
+  reachable_later.stop();
+  for (const auto& [name, value] : fake_clock("+2d")) agent->set_env(name, value);
+  agent->start();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (agent->log().find("is due for rotation") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  ASSERT_NE(agent->log().find("is due for rotation"), std::string::npos)
+      << "the start's scan did not run";
+  reachable_later.start();
+  const auto due = wait_due(device);
+  ASSERT_TRUE(due) << "the report made while the broker was away never arrived";
+  EXPECT_EQ(json_string(parse_json(due->payload), "user_id"), "mona");
 }
 
 TEST_F(TrustTest, ClockJumpAfterBootMakesKeysDueAndEachIsReportedOnceADay) {
