@@ -26,7 +26,10 @@ std::chrono::seconds clock_offset() {
 }  // namespace
 
 RotationWatcher::RotationWatcher(const Config& config, Publish publish)
-    : config_(config), publish_(std::move(publish)), thread_([this] { run(); }) {}
+    : config_(config),
+      publish_(std::move(publish)),
+      clock_check_(test_override_seconds("PA_CLOCK_CHECK_SECONDS", kClockCheck)),
+      thread_([this] { run(); }) {}
 
 RotationWatcher::~RotationWatcher() {
   {
@@ -61,7 +64,7 @@ void RotationWatcher::run() {
       lock.lock();
       next_scan = Clock::now() + kScanInterval;
     }
-    wake_.wait_for(lock, kClockCheck, [this] { return stop_; });
+    wake_.wait_for(lock, clock_check_, [this] { return stop_; });
   }
 }
 
@@ -93,8 +96,12 @@ void RotationWatcher::scan() {
         .field("age_s", age.due->age_s);
     if (age.due->not_after) json.field("not_after", format_rfc3339(*age.due->not_after));
     log_at(LogLevel::warning,
-           LogFields{age.folder.device, age.folder.user ? *age.folder.user : std::string_view(),
-                     "rotation_due", {}, "due", {}},
+           LogFields{age.folder.device,
+                     age.folder.user ? *age.folder.user : std::string_view(),
+                     "rotation_due",
+                     {},
+                     "due",
+                     {}},
            "{}'s key is due for rotation: {}", age.folder.device, age.due->reason);
     publish_(topics::rotation_due(config_.provision_topic_base, age.folder.device), json.str());
   }

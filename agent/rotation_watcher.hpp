@@ -38,6 +38,7 @@ class RotationWatcher {
   using Clock = std::chrono::steady_clock;
   const Config& config_;
   Publish publish_;
+  const Clock::duration clock_check_;  // how often the wall clock is compared with the monotonic
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   bool stop_ = false;

@@ -584,6 +584,9 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
       if (std::optional<std::string> current =
               read_key_file_at(folder, kPrivateKeyFile, dir / kPrivateKeyFile)) {
         WipeOnExit wipe_current(*current);
+        // The backup generation's certificate certifies the pair about to be overwritten; the
+        // current pair's, if any, follows below.
+        unlink_if_present(folder, kCertificateBackupFile, dir);
         // The backup pair is made consistent the same way: its public half comes from its private.
         std::optional<std::string> current_public;
         try {
@@ -604,8 +607,13 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
       }
     }
     if (had_pair && exists_at(folder, kCertificateFile)) {
-      // Moved first: at no moment does a certificate sit beside a key it does not certify.
-      rename_at(folder, kCertificateFile, kCertificateBackupFile, dir);
+      // Moved first: at no moment does a certificate sit beside a key it does not certify. With
+      // no backup kept, its key is gone and so is it.
+      if (keep_backup) {
+        rename_at(folder, kCertificateFile, kCertificateBackupFile, dir);
+      } else {
+        unlink_if_present(folder, kCertificateFile, dir);
+      }
       fsync_folder(folder, dir);
     }
     private_temp = write_temp_file_at(folder, kPrivateKeyFile, derived.private_pem,

@@ -125,10 +125,11 @@ class KeyStore {
   // Stores a pair atomically. keep_backup: the current pair (if any) becomes the single backup
   // generation (sensor_private.prev.pem / sensor_public.prev.pem, 0600, or 0640 with the key
   // group). A certificate of the replaced pair no longer matches: it moves to
-  // sensor_cert.prev.pem before the new pair is renamed into place (SPEC section 5). Throws
+  // sensor_cert.prev.pem before the new pair is renamed into place (SPEC section 5), or is
+  // removed when no backup is kept; a backup that had no certificate has none. Throws
   // CollisionError (a legacy device folder where a user folder would go, or the reverse),
-  // QuotaError (a pair for one more device than max_devices), both before anything is written, or
-  // StoreError.
+  // QuotaError (a pair for one more device than max_devices), both before anything is written,
+  // or StoreError.
   StoredKey store(const std::optional<std::string>& user, const std::string& device,
                   const KeyPair& pair, bool keep_backup);
 

@@ -90,6 +90,25 @@ std::string utc(std::int64_t seconds) {
   return text;
 }
 
+// sensor_cert.pem is readable by every local user, so only certificates may go there: a private
+// key sent along by mistake is refused, not stored. Text outside PEM blocks (comments) is allowed.
+void require_certificate_blocks_only(std::string_view pem) {
+  constexpr std::string_view kBegin = "-----BEGIN ";
+  for (std::size_t at = pem.find(kBegin); at != std::string_view::npos;
+       at = pem.find(kBegin, at + 1)) {
+    const std::size_t start = at + kBegin.size();
+    const std::size_t end = pem.find("-----", start);
+    std::string_view label = end == std::string_view::npos ? std::string_view("(unterminated)")
+                                                           : pem.substr(start, end - start);
+    if (label == "CERTIFICATE") continue;
+    if (label.size() > 40 || label.find('\n') != std::string_view::npos) label = "(malformed)";
+    throw CertificateError(
+        fmt::format("the certificate field holds a {} block: only certificates "
+                    "(-----BEGIN CERTIFICATE-----) are stored",
+                    label));
+  }
+}
+
 }  // namespace
 
 std::string make_csr(std::string_view private_pem, const std::string& common_name,
@@ -124,6 +143,7 @@ std::string make_csr(std::string_view private_pem, const std::string& common_nam
 
 CertificateInfo check_certificate(std::string_view chain_pem, std::string_view public_pem,
                                   std::int64_t now, const std::optional<std::string>& ca_file) {
+  require_certificate_blocks_only(chain_pem);
   std::vector<Certificate> chain = read_all(chain_pem);
   if (chain.empty()) throw CertificateError("no PEM certificate (-----BEGIN CERTIFICATE-----)");
   X509* leaf = chain.front().get();
@@ -144,7 +164,8 @@ CertificateInfo check_certificate(std::string_view chain_pem, std::string_view p
   if (now < info.not_before)
     throw CertificateError(fmt::format("the certificate is not valid before {} (now {})",
                                        utc(info.not_before), utc(now)));
-  if (now > info.not_after)
+  // Expired from its notAfter second on, as OpenSSL's chain check and rotation_due() count it.
+  if (now >= info.not_after)
     throw CertificateError(
         fmt::format("the certificate expired at {} (now {})", utc(info.not_after), utc(now)));
 

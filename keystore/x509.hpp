@@ -29,7 +29,8 @@ struct CertificateInfo {
   std::int64_t not_after;
 };
 
-// The checks of SPEC section 5 on `chain_pem` (the leaf first, then an optional chain): the leaf
+// The checks of SPEC section 5 on `chain_pem` (the leaf first, then an optional chain; PEM blocks
+// other than CERTIFICATE are refused, as the text is stored world-readable): the leaf
 // certifies `public_pem` (SubjectPublicKeyInfo), `now` (Unix seconds) is within its validity
 // dates, and with `ca_file` (PROVISION_CA_FILE) it chains to that CA at `now`. Returns the leaf's
 // details, or throws CertificateError with the reason.

@@ -36,7 +36,9 @@ case $arch in
 esac
 build=$(realpath -m "${build:-build-$arch}")
 toolchain=$PWD/packaging/toolchains/$triplet.cmake
-dev_packages=(libmosquitto-dev libcrypto++-dev libssl-dev libfmt-dev libsystemd-dev libgtest-dev)
+# libfaketime: the key-age integration tests preload the target's build into the emulated agent.
+dev_packages=(libmosquitto-dev libcrypto++-dev libssl-dev libfmt-dev libsystemd-dev libgtest-dev
+              libfaketime)
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
 say() { echo "cross.sh $arch: $*"; }

@@ -10,6 +10,7 @@ packages=(
   libmosquitto-dev libcrypto++-dev libssl-dev rapidjson-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev googletest
   mosquitto mosquitto-clients openssl python3 python3-pycryptodome
+  faketime  # libfaketime: the key-age tests move the agent's clock (and openssl's for certificates)
   systemd  # journald, journalctl, systemd-cat, systemd-analyze for the service tests
   lintian adduser file  # the package test and the example plugin test
   man-db  # manual_test formats the manual pages as lintian does (man, lexgrog)

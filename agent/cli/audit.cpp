@@ -31,19 +31,15 @@ struct AuditOptions {
 // the agent finds it (SPEC section 4), never generated here: without one, nothing signed.
 std::string checkpoint_key(const Config& config, const AuditOptions& command) {
   if (command.public_key->count() > 0) return keystore::read_file(command.public_key_file);
-  std::error_code ec;
-  const bool present = config.agent_key ||
-                       (config.project_root &&
-                        fs::exists(fs::path(*config.project_root) / "keys" / "private.pem", ec)) ||
-                       fs::exists(fs::path(config.state_dir) / "agent_private.pem", ec);
-  if (!present)
+  std::optional<gid_t> key_group;
+  if (config.key_group) key_group = keystore::resolve_group(*config.key_group);
+  const std::optional<AgentKey> key = find_agent_key(config, key_group);
+  if (!key)
     throw std::runtime_error(fmt::format(
         "there is no agent key in {} to check the checkpoint's signature with; give the agent's "
         "public key with --public-key",
         config.state_dir));
-  std::optional<gid_t> key_group;
-  if (config.key_group) key_group = keystore::resolve_group(*config.key_group);
-  return load_agent_key(config, key_group).public_pem;
+  return key->public_pem;
 }
 
 void print(std::FILE* out, const std::string& line) {

@@ -16,8 +16,11 @@
 #include "cli/findings.hpp"
 #include "dispatch/host.hpp"
 #include "dispatch/plugin_loader.hpp"
+#include "intake/agent_key.hpp"
 #include "keystore/file_util.hpp"
 #include "keystore/inspect.hpp"
+#include "keystore/key_pair.hpp"
+#include "keystore/permissions.hpp"
 #include "mqtt/probe.hpp"
 
 namespace pa::cli {
@@ -78,6 +81,24 @@ void check_key_store(const Config& config, Findings& findings) {
     findings.ok(fmt::format("key pairs consistent ({})", count_devices(devices.size())));
 }
 
+// The agent key (SPEC 3.2 and 4): its fingerprint, which a server pins to check attestations.
+void check_agent_key(const Config& config, Findings& findings) {
+  try {
+    std::optional<gid_t> key_group;
+    if (config.key_group) key_group = keystore::resolve_group(*config.key_group);
+    if (const std::optional<AgentKey> key = find_agent_key(config, key_group))
+      findings.ok(fmt::format("agent key {}: {} (pin it on the server: keys show --agent)",
+                              key->path, keystore::fingerprint(key->public_pem)));
+    else
+      findings.ok(fmt::format("no agent key yet in {}: the agent makes one when it first starts",
+                              config.state_dir));
+  } catch (const std::exception& error) {
+    findings.fail("agent key", error.what(),
+                  "give the agent key to the agent's user alone (chmod 600, chown), or set "
+                  "PROVISION_AGENT_KEY to a key it can read");
+  }
+}
+
 void check_plugins(const Config& config, Findings& findings) {
   HostServices services;
   services.config = &config;
@@ -133,6 +154,7 @@ int run_check(const ConfigInputs& inputs, std::FILE* out, std::chrono::milliseco
     log_init(LogLevel::error);
     check_broker(*config, timeout, findings);
     check_key_store(*config, findings);
+    check_agent_key(*config, findings);
     check_plugins(*config, findings);
   }
   check_clock(findings);

@@ -4,14 +4,22 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
+#include <ctime>
+#include <map>
 #include <set>
+#include <utility>
 
+#include "base/time.hpp"
 #include "cli/command.hpp"
 #include "cli/findings.hpp"
+#include "intake/agent_key.hpp"
 #include "keystore/identifier.hpp"
 #include "keystore/inspect.hpp"
 #include "keystore/key_store.hpp"
+#include "keystore/permissions.hpp"
+#include "keystore/rotation.hpp"
 
 namespace pa::cli {
 namespace {
@@ -33,28 +41,64 @@ std::string type_text(const DeviceReport& device) {
   return device.type ? std::string(keystore::to_string(*device.type)) : "?";
 }
 
+std::int64_t unix_now() {
+  return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+// "400d", "5h", "12m", "30s": the largest whole unit, as an operator reads an age at a glance.
+std::string age_text(std::int64_t seconds) {
+  if (seconds < 0) return "future";  // created after `now`: the clock was behind (SPEC 5)
+  for (const auto& [unit, name] : {std::pair{86400, 'd'}, {3600, 'h'}, {60, 'm'}})
+    if (seconds >= unit) return fmt::format("{}{}", seconds / unit, name);
+  return fmt::format("{}s", seconds);
+}
+
+// The age and rotation facts of every device, by (user, device); empty when the store cannot be
+// listed (inspect_or_report has said so).
+std::map<std::pair<std::optional<std::string>, std::string>, keystore::KeyAge> ages_by_device(
+    const Config& config, std::int64_t now) {
+  std::map<std::pair<std::optional<std::string>, std::string>, keystore::KeyAge> ages;
+  try {
+    for (keystore::KeyAge& age :
+         keystore::key_ages(config.keys_dir, config.key_max_age_seconds, now))
+      ages.emplace(std::pair{age.folder.user, age.folder.device}, std::move(age));
+  } catch (const keystore::StoreError&) {
+  }
+  return ages;
+}
+
 // `keys list`: one line per device: user, device, key type, fingerprint, modes
-// (folder/private/public) and status.
+// (folder/private/public), status, the key's age and its certificate's expiry (SPEC section 5).
 int list_keys(const Config& config, std::FILE* out) {
   const auto devices = inspect_or_report(config, out);
   if (!devices) return 1;
+  const std::int64_t now = unix_now();
+  const auto ages = ages_by_device(config, now);
   fmt::print(out, "key store: {}\n", config.keys_dir);
   if (devices->empty()) {
     fmt::print(out, "no keys\n");
     return 0;
   }
-  using Row = std::array<std::string, 6>;
-  std::vector<Row> rows = {
-      {"USER", "DEVICE", "TYPE", "FINGERPRINT", "MODES(dir/priv/pub)", "STATUS"}};
+  using Row = std::array<std::string, 8>;
+  std::vector<Row> rows = {{"USER", "DEVICE", "TYPE", "FINGERPRINT", "MODES(dir/priv/pub)",
+                            "STATUS", "AGE", "CERT_EXPIRES"}};
   for (const DeviceReport& device : *devices) {
+    const auto age = ages.find({device.folder.user, device.folder.device});
+    std::string age_cell = "-";
+    std::string certificate_cell = "-";
+    if (age != ages.end()) {
+      age_cell = age_text(now - age->second.created) + (age->second.due ? "(due)" : "");
+      if (age->second.certificate)
+        certificate_cell = format_rfc3339(age->second.certificate->not_after);
+    }
     rows.push_back({device.folder.user.value_or("-"), device.folder.device, type_text(device),
                     device.fingerprint.empty() ? "-" : device.fingerprint,
                     fmt::format("{}/{}/{}", mode_text(device.dir), mode_text(device.private_key),
                                 mode_text(device.public_key)),
-                    std::string(keystore::to_string(device.status()))});
+                    std::string(keystore::to_string(device.status())), age_cell, certificate_cell});
   }
   Row::size_type columns = rows.front().size();
-  std::array<std::size_t, 6> width{};
+  std::array<std::size_t, 8> width{};
   for (const Row& row : rows)
     for (std::size_t i = 0; i < columns; ++i) width[i] = std::max(width[i], row[i].size());
   for (const Row& row : rows) {
@@ -162,25 +206,91 @@ int verify_keys(const Config& config, std::FILE* out) {
   return findings.failures() > 0 ? 1 : 0;
 }
 
+// `keys due`: one line per device due for rotation (SPEC section 5); 1 when any is, for a
+// systemd timer's ExecCondition=.
+int due_keys(const Config& config, std::FILE* out) {
+  const std::int64_t now = unix_now();
+  std::vector<keystore::KeyAge> ages;
+  try {
+    ages = keystore::key_ages(config.keys_dir, config.key_max_age_seconds, now);
+  } catch (const keystore::StoreError& error) {
+    fmt::print(out, "FAIL key store {}: {}; fix: run as the key store's owner\n", config.keys_dir,
+               error.what());
+    return 1;
+  }
+  std::size_t due = 0;
+  for (const keystore::KeyAge& age : ages) {
+    if (!age.due) continue;
+    ++due;
+    const std::string label =
+        age.folder.user ? *age.folder.user + "/" + age.folder.device : age.folder.device;
+    fmt::print(out, "DUE  {}: {} (key age {}{})\n", label, age.due->reason,
+               age_text(age.due->age_s),
+               age.due->not_after ? ", certificate ends " + format_rfc3339(*age.due->not_after)
+                                  : std::string());
+  }
+  const std::string rule =
+      config.key_max_age_seconds
+          ? fmt::format("keys older than {} or certificates past 80% of their lifetime",
+                        keystore::format_duration(*config.key_max_age_seconds))
+          : std::string("certificates past 80% of their lifetime (PROVISION_KEY_MAX_AGE is unset)");
+  fmt::print(out, "{} of {} due for rotation: {}\n", due, count_devices(ages.size()), rule);
+  std::fflush(out);
+  return due > 0 ? 1 : 0;
+}
+
+// `keys show --agent`: the agent's public key and fingerprint, for the server to pin (SPEC 3.2).
+int show_agent_key(const Config& config, std::FILE* out) {
+  std::optional<gid_t> key_group;
+  if (config.key_group) key_group = keystore::resolve_group(*config.key_group);
+  const std::optional<AgentKey> key = find_agent_key(config, key_group);
+  if (!key) {
+    fmt::print(stderr,
+               "provision-agent: no agent key yet in {}: the agent makes one when it first starts "
+               "(or set PROVISION_AGENT_KEY)\n",
+               config.state_dir);
+    return 1;
+  }
+  fmt::print(out, "agent key:   {}\n", key->path);
+  fmt::print(out, "fingerprint: {}\n", keystore::fingerprint(key->public_pem));
+  fmt::print(out, "public key:\n{}", key->public_pem);
+  if (!key->public_pem.empty() && key->public_pem.back() != '\n') fmt::print(out, "\n");
+  return 0;
+}
+
 class KeysCommand : public Command {
  public:
   void define(CLI::App& app) override {
     app.require_subcommand(1);
-    list_ = app.add_subcommand("list", "every device: user, key type, fingerprint, modes, status");
+    list_ = app.add_subcommand(
+        "list",
+        "every device: user, key type, fingerprint, modes, status, age, certificate expiry");
     show_ = app.add_subcommand(
-        "show", "one device's key type, fingerprint, public key, paths, modes and backup");
-    show_->add_option("DEVICE", device_, "device id")->required();
+        "show",
+        "one device's key type, fingerprint, public key, paths, modes and backup; or with --agent "
+        "the agent's public key and fingerprint");
+    CLI::Option* device = show_->add_option("DEVICE", device_, "device id");
     user_option_ = show_->add_option("--user", user_, "the device's user (default: every user's)")
                        ->type_name("USER");
+    agent_option_ = show_->add_flag("--agent", "the agent's own public key, for a server to pin");
+    agent_option_->excludes(device)->excludes(user_option_);
     verify_ = app.add_subcommand(
         "verify", "check every key pair, mode and owner; exit 1 on any problem (repairs nothing)");
-    for (CLI::App* sub : {list_, show_, verify_}) sub->fallthrough();
+    due_ = app.add_subcommand(
+        "due", "every device due for rotation (key age, certificate lifetime); exit 1 if any is");
+    for (CLI::App* sub : {list_, show_, verify_, due_}) sub->fallthrough();
   }
 
   int run(const ConfigInputs& inputs) override {
     const Config config = load_config(inputs);
     if (list_->parsed()) return list_keys(config, stdout);
+    if (due_->parsed()) return due_keys(config, stdout);
     if (show_->parsed()) {
+      if (agent_option_->count() > 0) return show_agent_key(config, stdout);
+      if (device_.empty()) {
+        std::fprintf(stderr, "provision-agent: keys show needs a DEVICE (or --agent)\n");
+        return kExitConfig;
+      }
       std::optional<std::string> user;
       if (user_option_->count() > 0) user = user_;
       return show_keys(config, device_, user, stdout);
@@ -192,7 +302,9 @@ class KeysCommand : public Command {
   CLI::App* list_ = nullptr;
   CLI::App* show_ = nullptr;
   CLI::App* verify_ = nullptr;
+  CLI::App* due_ = nullptr;
   CLI::Option* user_option_ = nullptr;
+  CLI::Option* agent_option_ = nullptr;
   std::string device_;
   std::string user_;
 };

@@ -31,9 +31,11 @@ class RunCommand : public Command {
  public:
   void define(CLI::App&) override {}
   int run(const ConfigInputs& inputs) override {
+    // First: a SIGTERM during start-up (spool recovery, a slow key store) ends the agent through
+    // its clean path, not the default action.
+    install_signal_handlers();
     const Config config = load_config(inputs);
     log_init(config.log_level);
-    install_signal_handlers();
     Agent agent(config);
     return agent.run(g_stop_requested);
   }

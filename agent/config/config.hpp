@@ -91,9 +91,10 @@ std::optional<bool> parse_boolean(std::string_view text);
 // PROVISION_PLUGIN_* variable.
 std::map<std::string, std::string> environment_variables();
 
-// Undocumented, for tests only: `variable` (PA_READY_FALLBACK_SECONDS, PA_CONNECT_TIMEOUT_SECONDS)
-// shortens one of SPEC section 8's waits. Seconds, fractions allowed, in (0, 3600]; anything else
-// (or nothing) gives `standard`.
+// Undocumented, for tests only: `variable` (PA_READY_FALLBACK_SECONDS, PA_CONNECT_TIMEOUT_SECONDS,
+// PA_CLOCK_CHECK_SECONDS) shortens one of SPEC section 8's waits, or section 5's check for a
+// clock jump. Seconds, fractions allowed, in (0, 3600]; anything else (or nothing) gives
+// `standard`.
 std::chrono::steady_clock::duration test_override_seconds(const char* variable,
                                                           std::chrono::seconds standard);
 

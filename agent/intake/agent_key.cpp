@@ -48,7 +48,7 @@ AgentKey read_agent_key(const std::string& path, const std::string& variable,
 
 }  // namespace
 
-AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group) {
+std::optional<AgentKey> find_agent_key(const Config& config, std::optional<gid_t> key_group) {
   if (config.agent_key) return read_agent_key(*config.agent_key, "PROVISION_AGENT_KEY", key_group);
   if (config.project_root) {
     const fs::path legacy = fs::path(*config.project_root) / "keys" / "private.pem";
@@ -59,6 +59,12 @@ AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group) {
   std::error_code ec;
   if (fs::exists(path, ec) || fs::is_symlink(path, ec))
     return read_agent_key(path.string(), "PROVISION_AGENT_KEY", key_group);
+  return std::nullopt;
+}
+
+AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group) {
+  if (std::optional<AgentKey> found = find_agent_key(config, key_group)) return std::move(*found);
+  const fs::path path = fs::path(config.state_dir) / kAgentKeyFile;
   try {
     keystore::create_private_dirs(config.state_dir, 0700);
     keystore::KeyPair pair = keystore::generate_key_pair(keystore::KeyType::rsa2048);

@@ -23,4 +23,9 @@ struct AgentKey {
 // ConfigError (exit 78) naming the variable or file.
 AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group = std::nullopt);
 
+// The agent key as load_agent_key finds and checks it, but never generated: nullopt when there is
+// none yet (for the operator commands, which change nothing). Throws ConfigError as above.
+std::optional<AgentKey> find_agent_key(const Config& config,
+                                       std::optional<gid_t> key_group = std::nullopt);
+
 }  // namespace pa

@@ -30,6 +30,8 @@ class Agent {
 
   // Removes a variable from the agent's environment (before start()), e.g. to get its default.
   void unset_env(const std::string& name) { env_.erase(name); }
+  // Sets a variable for the next start(), e.g. to restart the same store under another clock.
+  void set_env(const std::string& name, const std::string& value) { env_[name] = value; }
   // The environment the agent starts with (clean: nothing else is inherited).
   const std::map<std::string, std::string>& env() const { return env_; }
   // Runs `provision-agent run` followed by `arguments`.

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <filesystem>
 #include <sstream>
 
 #include "agent_harness.hpp"
@@ -70,10 +71,10 @@ std::vector<std::string> list_row(const std::string& output, const std::string& 
     std::istringstream in(line);
     std::vector<std::string> cells;
     for (std::string cell; in >> cell;) cells.push_back(cell);
-    if (cells.size() == 6 && cells[0] == user && cells[1] == device) return cells;
+    if (cells.size() == 8 && cells[0] == user && cells[1] == device) return cells;
   }
   ADD_FAILURE() << "no row for " << user << "/" << device << " in:\n" << output;
-  return std::vector<std::string>(6);
+  return std::vector<std::string>(8);
 }
 
 // Every file under a folder with its mode and content, to prove a command changed nothing.
@@ -145,6 +146,9 @@ TEST_F(KeysCommandTest, ListShowsEveryDeviceWithTypeFingerprintModesAndStatus) {
   EXPECT_EQ(good[3], openssl_fingerprint(path("alice/good01/sensor_public.pem")));
   EXPECT_EQ(good[4], "0700/0600/0644");
   EXPECT_EQ(good[5], "ok");
+  // Just made: an age in seconds (or a minute on a slow machine), no certificate.
+  EXPECT_TRUE(good[6].back() == 's' || good[6] == "1m") << good[6];
+  EXPECT_EQ(good[7], "-");
 
   EXPECT_EQ(list_row(result.output, "alice", "corrupt01")[5], "corrupt");
   const auto mismatch = list_row(result.output, "bob", "mismatch01");
@@ -240,6 +244,65 @@ TEST_F(KeysCommandTest, ShowWithoutUserFindsTheLegacyDevice) {
             "fingerprint: " + fingerprints["loose01"]);
 }
 
+// Sets a private key's modification time, which is the key's age (SPEC section 5), `days` back.
+void age_key(const std::string& private_key, int days) {
+  const CommandResult touched =
+      run_command(fmt::format("touch -d '{} days ago' {}", days, shell_quote(private_key)));
+  ASSERT_EQ(touched.exit_code, 0) << touched.output;
+}
+
+TEST_F(KeysCommandTest, ListShowsEachKeysAgeAndMarksThoseDue) {
+  age_key(path("alice/good01/sensor_private.pem"), 400);
+  auto variables = env();
+  variables["PROVISION_KEY_MAX_AGE"] = "365d";
+  const CommandResult result = run_agent("keys list", variables);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(list_row(result.output, "alice", "good01")[6], "400d(due)") << result.output;
+  const std::string young = list_row(result.output, "bob", "mismatch01")[6];
+  EXPECT_NE(young.find_first_of("sm"), std::string::npos) << young;
+  EXPECT_EQ(young.find("due"), std::string::npos) << young;
+}
+
+TEST_F(KeysCommandTest, DueListsKeysPastTheMaximumAgeAndExitsOne) {
+  age_key(path("alice/good01/sensor_private.pem"), 400);
+  age_key(path("loose01/sensor_private.pem"), 10);
+  auto variables = env();
+  variables["PROVISION_KEY_MAX_AGE"] = "365d";
+  const std::string before = snapshot(keys_dir());
+  const CommandResult due = run_agent("keys due", variables);
+  EXPECT_EQ(due.exit_code, 1) << due.output;
+  const std::string line = line_starting(due.output, "DUE  alice/good01: ");
+  EXPECT_TRUE(contains(line, "365d")) << line;
+  EXPECT_TRUE(contains(line, "key age 400d")) << line;
+  EXPECT_FALSE(contains(due.output, "loose01")) << due.output;
+  EXPECT_EQ(lines_of(due.output).back(),
+            "1 of 4 devices due for rotation: keys older than 365d or certificates past 80% of "
+            "their lifetime");
+  EXPECT_EQ(snapshot(keys_dir()), before) << "keys due changes nothing";
+
+  // A maximum age above every key's: nothing due, exit 0 (the timer's ExecCondition= passes).
+  variables["PROVISION_KEY_MAX_AGE"] = "500d";
+  const CommandResult none = run_agent("keys due", variables);
+  EXPECT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_TRUE(starts_with(lines_of(none.output).back(), "0 of 4 devices due")) << none.output;
+}
+
+TEST_F(KeysCommandTest, ShowAgentPrintsTheAgentKeyForPinningAndNeverMakesOne) {
+  const CommandResult missing = run_agent("keys show --agent", env());
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_TRUE(contains(missing.output, "no agent key yet")) << missing.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("agent_private.pem"))) << "show makes no key";
+
+  const keystore::KeyPair agent_key = keystore::generate_key_pair(KeyType::rsa2048);
+  write_file(dir.file("agent_private.pem"), agent_key.private_pem, 0600);
+  const CommandResult shown = run_agent("keys show --agent", env());
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  EXPECT_EQ(line_starting(shown.output, "fingerprint:"),
+            "fingerprint: " + keystore::fingerprint(agent_key.public_pem));
+  EXPECT_TRUE(contains(shown.output, agent_key.public_pem)) << shown.output;
+  EXPECT_EQ(run_agent("keys show good01 --agent", env()).exit_code, 78) << "one or the other";
+}
+
 // `check` against a real broker. The key store is sound unless a test breaks it.
 class CheckCommandTest : public KeyStoreFixture {
  protected:
@@ -263,6 +326,7 @@ TEST_F(CheckCommandTest, EverythingFinePrintsOnlyOkLinesAndExitsZero) {
   line_starting(result.output, "OK   key store root " + keys_dir() + " (mode 0700");
   line_starting(result.output, "OK   key store modes and owners (4 devices)");
   line_starting(result.output, "OK   key pairs consistent (4 devices)");
+  line_starting(result.output, "OK   no agent key yet in " + dir.path());
   line_starting(result.output, "OK   plugin keygen ");
   line_starting(result.output, "OK   plugin revoke ");
   line_starting(result.output, "OK   system clock plausible");
@@ -369,7 +433,8 @@ TEST(CheckClockTest, A1970ClockWithoutRtcIsImplausible) {
 }
 
 TEST(OperatorHelpTest, HelpWorksOnEveryCommand) {
-  for (const std::string command : {"check", "keys", "keys list", "keys show", "keys verify"}) {
+  for (const std::string command :
+       {"check", "keys", "keys list", "keys show", "keys verify", "keys due", "audit verify"}) {
     const CommandResult result = run_agent(command + " --help", {});
     EXPECT_EQ(result.exit_code, 0) << command << ":\n" << result.output;
     EXPECT_TRUE(contains(result.output, "Usage:")) << command << ":\n" << result.output;

@@ -104,6 +104,8 @@ expect_installed /usr/bin/provision-agent 755 root:root
 expect_installed "$plugin_dir/keygen.so" 644 root:root
 expect_installed "$plugin_dir/revoke.so" 644 root:root
 expect_installed /lib/systemd/system/provision-agent.service 644 root:root
+expect_installed /lib/systemd/system/provision-agent-keys-due.service 644 root:root
+expect_installed /lib/systemd/system/provision-agent-keys-due.timer 644 root:root
 expect_installed /etc/provision-agent/agent.env 600 root:root
 expect_installed /usr/include/provision/plugin.h 644 root:root
 expect_installed /usr/share/doc/provision-agent/copyright 644 root:root
@@ -131,6 +133,9 @@ grep -qx 'PROVISION_KEY_GROUP=provision-keys' /etc/provision-agent/agent.env ||
   fail "agent.env does not set PROVISION_KEY_GROUP=provision-keys"
 [ "$(readlink /etc/systemd/system/multi-user.target.wants/provision-agent.service)" = \
   /lib/systemd/system/provision-agent.service ] || fail "the unit is not enabled"
+# The daily keys-due check is shipped disabled (the operator enables it).
+[ ! -e /etc/systemd/system/timers.target.wants/provision-agent-keys-due.timer ] ||
+  fail "the keys-due timer is enabled"
 
 step "the installed agent"
 run() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
@@ -171,7 +176,8 @@ for path in /etc/provision-agent /var/lib/provision-agent "${plugin_dir%/plugins
   /usr/include/provision /usr/share/doc/provision-agent \
   /etc/systemd/system/multi-user.target.wants/provision-agent.service \
   /var/lib/systemd/deb-systemd-helper-enabled/provision-agent.service.dsh-also \
-  /var/lib/systemd/deb-systemd-helper-masked/provision-agent.service; do
+  /var/lib/systemd/deb-systemd-helper-masked/provision-agent.service \
+  /var/lib/systemd/deb-systemd-helper-masked/provision-agent-keys-due.timer; do
   if [ -e "$path" ] || [ -L "$path" ]; then fail "$path is left after purge"; fi
 done
 ! getent passwd "$package" >/dev/null || fail "the user $package is left after purge"

@@ -1,6 +1,8 @@
 #!/bin/sh
 # ctest "systemd_unit": systemd/provision-agent.service has what SPEC section 8 asks, passes
-# `systemd-analyze verify`, and `systemd-analyze security` rates its exposure 2.0 or lower;
+# `systemd-analyze verify`, and `systemd-analyze security` rates its exposure 2.0 or lower; so do
+# provision-agent-keys-due.service and .timer (SPEC section 5: `keys due` daily, shipped disabled),
+# the service with the agent's hardening;
 # systemd/agent.env lists every configuration variable, its defaults are values the agent
 # accepts, and what it sets (the key group) the agent reads. Usage: systemd_unit_test.sh SOURCE_DIR
 # AGENT_BINARY
@@ -49,6 +51,51 @@ if [ $status -ne 0 ] || [ -z "$score" ]; then
   printf '%s\n' "$security" | grep '✗'
   fail "exposure ${score:-unknown} is above 2.0 (systemd-analyze exit $status)"
 fi
+
+# provision-agent-keys-due.timer starts provision-agent-keys-due.service daily (SPEC section 5).
+due_service=$src/systemd/provision-agent-keys-due.service
+due_timer=$src/systemd/provision-agent-keys-due.timer
+for line in 'Type=oneshot' \
+  'ExecStart=/usr/bin/provision-agent keys due --env-file /etc/provision-agent/agent.env' \
+  'User=provision-agent' 'Group=provision-keys' 'StateDirectory=provision-agent'; do
+  grep -qxF "$line" "$due_service" || fail "$due_service lacks the line: $line"
+done
+# Started by the timer only: nothing to enable.
+! grep -q '^\[Install\]' "$due_service" || fail "$due_service has an [Install] section"
+for line in 'OnCalendar=daily' 'RandomizedDelaySec=1h' 'Persistent=true' 'WantedBy=timers.target'; do
+  grep -qxF "$line" "$due_timer" || fail "$due_timer lacks the line: $line"
+done
+# The agent unit's hardening, but for what `keys due` does not do: reach the broker, chown keys,
+# schedule the key pool's thread at idle priority.
+sed -n '/^# Hardening/,/^\[Install\]/p' "$unit" | grep '^[A-Z]' |
+  grep -vxF -e 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' -e 'SystemCallFilter=@chown' \
+    -e 'SystemCallFilter=sched_setscheduler' \
+  >"$work/hardening"
+[ -s "$work/hardening" ] || fail "no hardening section found in $unit"
+printf 'UMask=0077\nLimitCORE=0\n' >>"$work/hardening"
+while IFS= read -r line; do
+  grep -qxF -- "$line" "$due_service" || fail "$due_service lacks the agent's hardening: $line"
+done <"$work/hardening"
+grep -qxF 'RestrictAddressFamilies=AF_UNIX' "$due_service" ||
+  fail "$due_service may open network sockets"
+sed "s|^ExecStart=/usr/bin/provision-agent keys due |ExecStart=$agent keys due |" "$due_service" \
+  >"$work/provision-agent-keys-due.service"
+cp "$due_timer" "$work/provision-agent-keys-due.timer"
+verify=$(systemd-analyze verify "$work/provision-agent-keys-due.timer" \
+  "$work/provision-agent-keys-due.service" 2>&1)
+status=$?
+if [ $status -ne 0 ] || [ -n "$verify" ]; then
+  fail "systemd-analyze verify of the keys-due timer and service (exit $status): $verify"
+else
+  echo "ok: systemd-analyze verify of the keys-due timer and service is clean"
+fi
+security=$(systemd-analyze security --offline=true --threshold=20 --no-pager \
+  "$work/provision-agent-keys-due.service" 2>&1)
+status=$?
+score=$(printf '%s\n' "$security" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security --offline=true (keys due): exposure ${score:-unknown}"
+[ $status -eq 0 ] && [ -n "$score" ] ||
+  fail "keys-due exposure ${score:-unknown} is above 2.0 (systemd-analyze exit $status)"
 
 # agent.env: every variable `provision-agent config` knows, each as a commented default or, for
 # what the package sets (PROVISION_KEY_GROUP), as a setting.
