@@ -114,16 +114,11 @@ std::string online_message(const Config& config, const std::string& agent_public
 // only, then wiped).
 std::string signed_checkpoint(const audit::Head& head, const AgentKey& agent_key,
                               std::optional<gid_t> key_group) {
-  std::string pem = keystore::read_private_file(agent_key.path, key_group, "agent key ");
-  try {
-    const std::string signature = audit::jws_rs256(audit::checkpoint_payload(head), pem,
-                                                   keystore::fingerprint(agent_key.public_pem));
-    e2ee::wipe(pem);
-    return audit::checkpoint_message(head, signature);
-  } catch (...) {
-    e2ee::wipe(pem);
-    throw;
-  }
+  const keystore::Secret pem =
+      keystore::Secret::take(keystore::read_private_file(agent_key.path, key_group, "agent key "));
+  const std::string signature = audit::jws_rs256(audit::checkpoint_payload(head), pem.view(),
+                                                 keystore::fingerprint(agent_key.public_pem));
+  return audit::checkpoint_message(head, signature);
 }
 
 // The retained status with the counters of SPEC section 8 added.
@@ -198,13 +193,9 @@ Agent::Agent(Config config)
   };
   // SPEC 3.2: key messages are signed with the agent key, read for each signature and wiped.
   services_.attest = [this](std::string_view statement) {
-    std::string pem =
-        keystore::read_private_file(agent_key_.path, store_.key_group(), "agent key ");
-    struct Wipe {
-      std::string& text;
-      ~Wipe() { e2ee::wipe(text); }
-    } wipe{pem};
-    return audit::jws_rs256(statement, pem, keystore::fingerprint(agent_key_.public_pem));
+    const keystore::Secret pem = keystore::Secret::take(
+        keystore::read_private_file(agent_key_.path, store_.key_group(), "agent key "));
+    return audit::jws_rs256(statement, pem.view(), keystore::fingerprint(agent_key_.public_pem));
   };
   // Seals a torn last entry now, before anything is served; never fatal.
   audit_ = std::make_unique<audit::AuditLog>(config_.state_dir);
@@ -486,7 +477,7 @@ std::variant<std::string, RequestError> Agent::decrypt(const Envelope& envelope,
   auto attempt = [&](const std::string& source, std::string& pem) -> std::optional<std::string> {
     std::string why;
     auto plaintext = e2ee::open_envelope(envelope, pem, &why);
-    e2ee::wipe(pem);
+    keystore::Secret::wipe(pem);
     if (plaintext) {
       log_debug("request for {} decrypted with {}", device_id, source);
       return std::string(reinterpret_cast<const char*>(plaintext->data()), plaintext->size());
@@ -579,13 +570,6 @@ Agent::Reply Agent::serve(const InboundMessage& message, const std::optional<Cha
   outcome.user_id = decoded.user_id;
   outcome.action = decoded.action;
   outcome.encrypted = decoded.encrypted;
-  // Decrypted content is wiped once served (the decoder wipes its own copy).
-  struct WipeJson {
-    Decoded& decoded;
-    ~WipeJson() {
-      if (decoded.request && decoded.request->encrypted) e2ee::wipe(decoded.request->json);
-    }
-  } wipe_json{decoded};
   // SPEC section 4: with a server key every request is a signed envelope; plaintext is refused
   // before anything else reads it (checks of the topic's device id and size excepted).
   if (server_key_ && !decoded.encrypted &&

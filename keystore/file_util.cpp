@@ -1,5 +1,7 @@
 #include "file_util.hpp"
 
+#include "secret.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -138,7 +140,7 @@ std::string read_fd(int fd, const fs::path& shown) {
     if (got < 0) {
       if (errno == EINTR) continue;
       const int error = errno;
-      CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(content.data()), content.size());
+      Secret::wipe(content);
       CryptoPP::SecureWipeArray(buffer.data(), buffer.size());
       throw_errno(error, "read " + shown.string());
     }

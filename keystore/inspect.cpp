@@ -18,10 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void wipe(std::string& text) noexcept {
-  CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(text.data()), text.size());
-}
-
 class Inspection {
  public:
   Inspection(const DeviceFolder& folder, uid_t owner) : owner_(owner) {
@@ -89,15 +85,10 @@ class Inspection {
   static std::optional<KeyPair> parse_private(std::string text, std::string& error) {
     std::optional<KeyPair> pair;
     try {
-      pair = key_pair_from_private_pem(text);
-      wipe(pair->private_pem);
+      pair = key_pair_from_private_pem(Secret::take(std::move(text)).view());
     } catch (const KeyError& e) {
       error = e.what();
-    } catch (...) {
-      wipe(text);
-      throw;
     }
-    wipe(text);
     return pair;
   }
 

@@ -13,6 +13,8 @@
 #include <string_view>
 #include <utility>
 
+#include "secret.hpp"
+
 namespace pa::keystore {
 
 enum class KeyType { rsa2048, rsa3072, rsa4096, ec_p256, ed25519 };
@@ -34,10 +36,37 @@ struct KeyError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The private key's text is wiped when the pair goes (and when it is assigned over), so no
+// caller writes a wipe guard for it.
 struct KeyPair {
-  KeyType type;
+  KeyType type{};
   std::string private_pem;  // PKCS#8; treat as secret
   std::string public_pem;   // SubjectPublicKeyInfo
+
+  KeyPair() = default;
+  KeyPair(KeyType key_type, std::string private_key, std::string public_key)
+      : type(key_type), private_pem(std::move(private_key)), public_pem(std::move(public_key)) {}
+  KeyPair(const KeyPair&) = default;
+  KeyPair(KeyPair&&) noexcept = default;
+  KeyPair& operator=(const KeyPair& other) {
+    if (this != &other) {
+      Secret::wipe(private_pem);
+      type = other.type;
+      private_pem = other.private_pem;
+      public_pem = other.public_pem;
+    }
+    return *this;
+  }
+  KeyPair& operator=(KeyPair&& other) noexcept {
+    if (this != &other) {
+      Secret::wipe(private_pem);
+      type = other.type;
+      private_pem = std::move(other.private_pem);
+      public_pem = std::move(other.public_pem);
+    }
+    return *this;
+  }
+  ~KeyPair() { Secret::wipe(private_pem); }
 };
 
 // Generates a fresh pair. Throws KeyError on failure. The private PEM is written into one buffer

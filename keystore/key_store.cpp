@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "identifier.hpp"
+#include "secret.hpp"
 
 namespace pa::keystore {
 namespace fs = std::filesystem;
@@ -50,20 +51,6 @@ Modes modes_for(std::optional<gid_t> key_group) {
 [[noreturn]] void throw_errno(const std::string& what, int error) {
   throw StoreError(what + ": " + std::strerror(error));
 }
-
-// Overwrites a secret held in a std::string when it goes out of scope.
-class WipeOnExit {
- public:
-  explicit WipeOnExit(std::string& secret) : secret_(secret) {}
-  WipeOnExit(const WipeOnExit&) = delete;
-  WipeOnExit& operator=(const WipeOnExit&) = delete;
-  ~WipeOnExit() {
-    CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(secret_.data()), secret_.size());
-  }
-
- private:
-  std::string& secret_;
-};
 
 // What is at `name` in a folder, for messages ("a symlink"), without following it.
 const char* describe_entry(int dir_fd, const std::string& name) {
@@ -452,19 +439,18 @@ std::optional<StoredKey> KeyStore::load(const std::optional<std::string>& user,
   UniqueFd device_fd = open_device_folder(user, device, true);
   if (!device_fd) return std::nullopt;
   struct stat private_status {};
-  std::optional<std::string> private_pem =
+  std::optional<std::string> private_text =
       read_key_file_at(device_fd.get(), kPrivateKeyFile, dir / kPrivateKeyFile, &private_status);
-  if (!private_pem) return std::nullopt;
-  WipeOnExit wipe(*private_pem);
+  if (!private_text) return std::nullopt;
+  const Secret private_pem = Secret::take(std::move(*private_text));
 
   KeyPair pair;
   try {
-    pair = key_pair_from_private_pem(*private_pem);
+    pair = key_pair_from_private_pem(private_pem.view());
   } catch (const KeyError& e) {
     throw_store_error(
         fmt::format("{} is not a usable private key", (dir / kPrivateKeyFile).string()), e);
   }
-  WipeOnExit wipe_pair(pair.private_pem);
 
   StoredKey stored{pair.type, pair.public_pem, fingerprint(pair.public_pem),
                    to_file_time(private_status.st_mtim), false};
@@ -524,7 +510,6 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
   } catch (const KeyError& e) {
     throw_store_error("refusing to store an unusable private key", e);
   }
-  WipeOnExit wipe_derived(derived.private_pem);
   if (!same_public_key(pair.public_pem, derived.public_pem)) {
     throw StoreError("refusing to store a pair whose public key does not match its private key");
   }
@@ -581,22 +566,22 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
     const int folder = device_fd.get();
     remove_stale_temps(folder, dir);
     if (keep_backup) {
-      if (std::optional<std::string> current =
+      if (std::optional<std::string> current_text =
               read_key_file_at(folder, kPrivateKeyFile, dir / kPrivateKeyFile)) {
-        WipeOnExit wipe_current(*current);
+        const Secret current = Secret::take(std::move(*current_text));
         // The backup generation's certificate certifies the pair about to be overwritten; the
         // current pair's, if any, follows below.
         unlink_if_present(folder, kCertificateBackupFile, dir);
         // The backup pair is made consistent the same way: its public half comes from its private.
         std::optional<std::string> current_public;
         try {
-          KeyPair previous = key_pair_from_private_pem(*current);
-          WipeOnExit wipe_previous(previous.private_pem);
+          KeyPair previous = key_pair_from_private_pem(current.view());
           current_public = previous.public_pem;
         } catch (const KeyError&) {
           current_public = read_key_file_at(folder, kPublicKeyFile, dir / kPublicKeyFile);
         }
-        write_file_atomic_at(folder, kPrivateBackupFile, *current, modes.backup, key_group_, dir);
+        write_file_atomic_at(folder, kPrivateBackupFile, current.view(), modes.backup, key_group_,
+                             dir);
         if (current_public) {
           write_file_atomic_at(folder, kPublicBackupFile, *current_public, modes.backup, key_group_,
                                dir);

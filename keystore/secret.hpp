@@ -34,9 +34,9 @@ class Secret {
   Secret& operator=(const Secret&) = delete;
 
   std::string_view view() const noexcept {
-    return bytes_.empty() ? std::string_view()
-                          : std::string_view(reinterpret_cast<const char*>(bytes_.data()),
-                                             bytes_.size() - 1);
+    return bytes_.empty()
+               ? std::string_view()
+               : std::string_view(reinterpret_cast<const char*>(bytes_.data()), bytes_.size() - 1);
   }
   // NUL-terminated; valid as long as the Secret is.
   const char* c_str() const noexcept {
@@ -47,8 +47,8 @@ class Secret {
 
   // Overwrites a std::string's characters (for copies a library made that must not linger).
   static void wipe(std::string& text) noexcept {
-    if (!text.empty()) CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(text.data()),
-                                                  text.size());
+    if (!text.empty())
+      CryptoPP::SecureWipeBuffer(reinterpret_cast<CryptoPP::byte*>(text.data()), text.size());
     text.clear();
   }
 

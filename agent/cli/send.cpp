@@ -317,17 +317,13 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
     return fail(kExitConfig, fmt::format("invalid --mode \"{}\": EAX or GCM", options.mode));
 
   std::string public_pem;
-  std::string sign_pem;
+  keystore::Secret sign_pem;
   try {
     if (options.encrypt_pubkey) public_pem = keystore::read_file(*options.encrypt_pubkey);
-    if (options.sign_key) sign_pem = keystore::read_file(*options.sign_key);
+    if (options.sign_key) sign_pem = keystore::Secret::take(keystore::read_file(*options.sign_key));
   } catch (const std::system_error& error) {
     return fail(kExitConfig, fmt::format("cannot read a key file: {}", error.what()));
   }
-  struct WipeOnReturn {
-    std::string& text;
-    ~WipeOnReturn() { e2ee::wipe(text); }
-  } wipe_sign_key{sign_pem};
 
   const auto wait = options.wait.count() > 0 ? options.wait : std::chrono::seconds(10);
   const auto deadline = Clock::now() + wait;
@@ -364,8 +360,8 @@ int run_send(const Config& config, const SendOptions& options, std::FILE* out, s
         e2ee::SealOptions seal;
         seal.mode = options.mode;
         Envelope envelope = e2ee::seal_envelope(payload, public_pem, seal);
-        if (options.sign_key) e2ee::sign_envelope(envelope, sign_pem);
-        e2ee::wipe(payload);
+        if (options.sign_key) e2ee::sign_envelope(envelope, sign_pem.view());
+        keystore::Secret::wipe(payload);
         payload = e2ee::envelope_json(envelope);
       } catch (const std::exception& error) {
         return fail(kExitConfig, fmt::format("cannot encrypt or sign: {}", error.what()));

@@ -175,11 +175,7 @@ int generate_key(pa_call* call, const char* key_type, int keep_backup, KeyChange
     case Change::proceed:
       break;
   }
-  keystore::KeyPair pair;
-  struct WipePair {
-    std::string& pem;
-    ~WipePair() { e2ee::wipe(pem); }
-  } wipe_pair{pair.private_pem};
+  keystore::KeyPair pair;  // its private key is wiped when it goes
   try {
     // SPEC 3.4: a pair generated ahead when there is one of this type; else generated now.
     std::optional<keystore::KeyPair> pooled;
@@ -399,11 +395,10 @@ int publish_stored_key(pa_call& call) {
   std::optional<std::string> csr;
   if (services.config->csr && services.config->key_format == KeyFormat::json) {
     try {
-      std::optional<std::string> private_pem =
-          services.store->read_private_key(r.user_id, r.device_id);
-      if (private_pem) {
-        csr = keystore::make_csr(*private_pem, r.device_id, r.user_id);
-        e2ee::wipe(*private_pem);
+      if (std::optional<std::string> private_text =
+              services.store->read_private_key(r.user_id, r.device_id)) {
+        const keystore::Secret private_pem = keystore::Secret::take(std::move(*private_text));
+        csr = keystore::make_csr(private_pem.view(), r.device_id, r.user_id);
       }
     } catch (const std::exception& error) {
       log_write(LogLevel::error, fields_of(&call),

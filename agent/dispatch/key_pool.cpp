@@ -208,7 +208,7 @@ void KeyPool::run() {
       options_.on_generated(options_.type, std::chrono::steady_clock::now() - started);
     std::optional<LockedBytes> locked = LockedBytes::copy_of(pair.private_pem);
     const int error = errno;
-    e2ee::wipe(pair.private_pem);
+    keystore::Secret::wipe(pair.private_pem);
     std::lock_guard lock(mutex_);
     if (!locked) {
       // Held no more than what could be locked (see the header).

@@ -24,16 +24,14 @@ constexpr const char* kAgentKeyFile = "agent_private.pem";
 // one-line error.
 AgentKey read_agent_key(const std::string& path, const std::string& variable,
                         std::optional<gid_t> key_group) {
-  std::string pem;
+  keystore::Secret pem;
   try {
-    pem = keystore::read_private_file(path, key_group, "agent key ");
+    pem = keystore::Secret::take(keystore::read_private_file(path, key_group, "agent key "));
   } catch (const keystore::StoreError& e) {
     throw ConfigError(fmt::format("invalid {}=\"{}\": {}", variable, path, e.what()));
   }
   try {
-    keystore::KeyPair pair = keystore::key_pair_from_private_pem(pem);
-    e2ee::wipe(pem);
-    e2ee::wipe(pair.private_pem);
+    const keystore::KeyPair pair = keystore::key_pair_from_private_pem(pem.view());
     if (pair.type != keystore::KeyType::rsa2048 && pair.type != keystore::KeyType::rsa3072 &&
         pair.type != keystore::KeyType::rsa4096)
       throw ConfigError(fmt::format(
@@ -41,7 +39,6 @@ AgentKey read_agent_key(const std::string& path, const std::string& variable,
           variable, path, keystore::to_string(pair.type)));
     return AgentKey{path, pair.public_pem, false};
   } catch (const keystore::KeyError& e) {
-    e2ee::wipe(pem);
     throw ConfigError(fmt::format("invalid {}=\"{}\": {}", variable, path, e.what()));
   }
 }
@@ -69,7 +66,6 @@ AgentKey load_agent_key(const Config& config, std::optional<gid_t> key_group) {
     keystore::create_private_dirs(config.state_dir, 0700);
     keystore::KeyPair pair = keystore::generate_key_pair(keystore::KeyType::rsa2048);
     keystore::write_file_atomic(path, pair.private_pem, 0600);
-    e2ee::wipe(pair.private_pem);
     log_info("generated the agent key {} (RSA-2048, {})", path.string(),
              keystore::fingerprint(pair.public_pem));
     return AgentKey{path.string(), pair.public_pem, true};

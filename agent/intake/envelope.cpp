@@ -120,10 +120,6 @@ std::string encode_base64(const byte* data, std::size_t size) {
   return out;
 }
 
-void wipe(std::string& text) noexcept {
-  if (!text.empty()) CryptoPP::SecureWipeBuffer(reinterpret_cast<byte*>(text.data()), text.size());
-}
-
 std::optional<SecByteBlock> open_envelope(const Envelope& envelope, std::string_view private_pem,
                                           std::string* why) {
   const bool gcm = envelope.mode == "GCM";

@@ -63,7 +63,4 @@ class SignatureVerifier {
 std::optional<CryptoPP::SecByteBlock> decode_base64(std::string_view text);
 std::string encode_base64(const CryptoPP::byte* data, std::size_t size);
 
-// Overwrites a string's characters before it is freed (for PEM text and plaintext copies).
-void wipe(std::string& text) noexcept;
-
 }  // namespace pa::e2ee

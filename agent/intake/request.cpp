@@ -159,11 +159,7 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
     return fail(code_of(check.fault), fmt::format("payload is not valid: {}", check.message));
 
   // Decrypted plaintext is wiped when decoding ends, whichever way it ends (SPEC section 4).
-  std::string plaintext;
-  struct WipeOnReturn {
-    std::string& text;
-    ~WipeOnReturn() { e2ee::wipe(text); }
-  } wipe_plaintext{plaintext};
+  keystore::Secret plaintext;
   if (auto envelope = envelope_from(doc)) {
     out.encrypted = true;
     auto decrypted = decrypt(*envelope, message.device_id);
@@ -171,8 +167,9 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
       out.error = std::move(*error);
       return out;
     }
-    plaintext = std::move(std::get<std::string>(decrypted));
-    if (const JsonCheck check = parse_json_strictly(plaintext, doc); check.fault != JsonFault::none)
+    plaintext = keystore::Secret::take(std::move(std::get<std::string>(decrypted)));
+    if (const JsonCheck check = parse_json_strictly(plaintext.view(), doc);
+        check.fault != JsonFault::none)
       return fail(code_of(check.fault),
                   fmt::format("decrypted payload is not valid: {}", check.message));
   }
@@ -279,7 +276,7 @@ Decoded decode_request(const InboundMessage& message, std::size_t max_payload,
   request.content_digest = content_digest(request, doc);
   // The text exactly as validated (strict JSON: one value per member), not a re-serialisation:
   // numbers reach plugins as they were sent (SPEC 3.1, other fields "passed untouched").
-  request.json = out.encrypted ? plaintext : message.payload;
+  request.json = out.encrypted ? std::string(plaintext.view()) : message.payload;
   out.request = std::move(request);
   return out;
 }

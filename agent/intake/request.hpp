@@ -10,6 +10,7 @@
 #include <string_view>
 #include <variant>
 
+#include "keystore/secret.hpp"
 #include "protocol/protocol.hpp"
 
 namespace pa {
@@ -52,6 +53,16 @@ struct Request {
   // other field, but not request_id, nonce, ts or timestamp (SPEC 3.4: a retry's content).
   std::string content_digest;
   std::string json;  // the decoded request object (plaintext) as JSON text
+
+  // A decrypted request's text is wiped when the request goes (SPEC section 4).
+  Request() = default;
+  Request(const Request&) = default;
+  Request(Request&&) noexcept = default;
+  Request& operator=(const Request&) = default;
+  Request& operator=(Request&&) noexcept = default;
+  ~Request() {
+    if (encrypted) keystore::Secret::wipe(json);
+  }
 };
 
 // The outcome of decoding: a request, or an error plus what could be read for the response.

@@ -329,13 +329,5 @@ TEST(Base64, StrictStandardAlphabetWithPadding) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(decoded->data()), decoded->size()), bytes);
 }
 
-TEST(Wipe, OverwritesTheCharacters) {
-  std::string secret = "session key material";
-  const char* data = secret.data();
-  e2ee::wipe(secret);
-  EXPECT_EQ(secret.size(), 20u);
-  for (std::size_t i = 0; i < secret.size(); ++i) EXPECT_EQ(data[i], '\0');
-}
-
 }  // namespace
 }  // namespace pa

@@ -263,3 +263,27 @@ TEST(KeyPair, KeyTypeNames) {
 
 }  // namespace
 }  // namespace pa::keystore
+
+namespace pa::keystore {
+namespace {
+
+TEST(Secret, WipeOverwritesTheCharactersBeforeClearing) {
+  std::string text(64, 'k');  // on the heap: clear() keeps the buffer, so it can be looked at
+  const char* data = text.data();
+  Secret::wipe(text);
+  EXPECT_TRUE(text.empty());
+  for (std::size_t i = 0; i < 64; ++i) ASSERT_EQ(data[i], '\0') << i;
+}
+
+TEST(Secret, TakeKeepsTheTextAndWipesWhereItCameFrom) {
+  std::string text = "-----BEGIN PRIVATE KEY-----\nsecret material of some length\n";
+  const char* data = text.data();
+  const std::size_t size = text.size();
+  const Secret secret = Secret::take(std::move(text));
+  EXPECT_EQ(secret.view(), "-----BEGIN PRIVATE KEY-----\nsecret material of some length\n");
+  EXPECT_EQ(secret.c_str()[secret.size()], '\0') << "readable by C code where it lies";
+  for (std::size_t i = 0; i < size; ++i) ASSERT_EQ(data[i], '\0') << i;
+}
+
+}  // namespace
+}  // namespace pa::keystore
