@@ -52,6 +52,20 @@ Modes modes_for(std::optional<gid_t> key_group) {
   throw StoreError(what + ": " + std::strerror(error));
 }
 
+// The lock of a top-level name, held while a device folder under it changes: shared for a user's
+// device (devices of one user change side by side), exclusive for a legacy device folder, which
+// is the top-level name itself.
+struct NameHold {
+  NameHold(std::shared_mutex& lock, bool user_device) {
+    if (user_device)
+      shared = std::shared_lock<std::shared_mutex>(lock);
+    else
+      unique = std::unique_lock<std::shared_mutex>(lock);
+  }
+  std::shared_lock<std::shared_mutex> shared;
+  std::unique_lock<std::shared_mutex> unique;
+};
+
 // What is at `name` in a folder, for messages ("a symlink"), without following it.
 const char* describe_entry(int dir_fd, const std::string& name) {
   struct stat st {};
@@ -517,14 +531,7 @@ StoredKey KeyStore::store(const std::optional<std::string>& user, const std::str
   const Modes modes = modes_for(key_group_);
   const std::string& top = user ? *user : device;
   const fs::path top_path = root_ / top;
-  std::shared_mutex& name_lock = shared_->name_lock(top);
-  std::shared_lock<std::shared_mutex> shared_hold(name_lock, std::defer_lock);
-  std::unique_lock<std::shared_mutex> unique_hold(name_lock, std::defer_lock);
-  if (user) {
-    shared_hold.lock();
-  } else {
-    unique_hold.lock();
-  }
+  const NameHold hold(shared_->name_lock(top), user.has_value());
 
   // Collision and quota are decided before anything is written.
   UniqueFd top_fd = open_folder(root_fd_.get(), top, top_path, true);
@@ -649,14 +656,7 @@ bool KeyStore::remove(const std::optional<std::string>& user, const std::string&
 
 bool KeyStore::remove_one(const std::optional<std::string>& user, const std::string& device) {
   const fs::path dir = device_dir(user, device);
-  std::shared_mutex& name_lock = shared_->name_lock(user ? *user : device);
-  std::shared_lock<std::shared_mutex> shared_hold(name_lock, std::defer_lock);
-  std::unique_lock<std::shared_mutex> unique_hold(name_lock, std::defer_lock);
-  if (user) {
-    shared_hold.lock();
-  } else {
-    unique_hold.lock();
-  }
+  const NameHold hold(shared_->name_lock(user ? *user : device), user.has_value());
 
   UniqueFd user_fd;
   if (user) {

@@ -34,15 +34,22 @@ std::string join_commands(const std::vector<std::string>& commands) {
   return text;
 }
 
-std::string user_name(uid_t uid) {
+// getpwuid_r or getgrgid_r with a buffer grown until the entry fits: its name, else the number.
+template <typename Entry, typename Id>
+std::string entry_name(Id id, int (*lookup)(Id, Entry*, char*, std::size_t, Entry**),
+                       char* Entry::*name) {
   std::vector<char> buffer(1024);
-  struct passwd entry {};
-  struct passwd* found = nullptr;
-  while (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == ERANGE &&
+  Entry entry{};
+  Entry* found = nullptr;
+  while (lookup(id, &entry, buffer.data(), buffer.size(), &found) == ERANGE &&
          buffer.size() < (1u << 20)) {
     buffer.resize(buffer.size() * 2);
   }
-  return found ? std::string(found->pw_name) : std::to_string(uid);
+  return found ? std::string(found->*name) : std::to_string(id);
+}
+
+std::string user_name(uid_t uid) {
+  return entry_name<struct passwd>(uid, &::getpwuid_r, &passwd::pw_name);
 }
 
 std::optional<gid_t> find_group(const std::string& name) {
@@ -87,14 +94,7 @@ gid_t resolve_group(const std::string& name) {
 }
 
 std::string group_name(gid_t gid) {
-  std::vector<char> buffer(1024);
-  struct group entry {};
-  struct group* found = nullptr;
-  while (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == ERANGE &&
-         buffer.size() < (1u << 20)) {
-    buffer.resize(buffer.size() * 2);
-  }
-  return found ? std::string(found->gr_name) : std::to_string(gid);
+  return entry_name<struct group>(gid, &::getgrgid_r, &group::gr_name);
 }
 
 void require_group_member(gid_t gid) {
