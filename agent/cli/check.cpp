@@ -7,8 +7,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <memory>
+#include <optional>
 
 #include "base/log.hpp"
 #include "base/time.hpp"
@@ -21,6 +24,7 @@
 #include "keystore/inspect.hpp"
 #include "keystore/key_pair.hpp"
 #include "keystore/permissions.hpp"
+#include "keystore/rotation.hpp"
 #include "mqtt/probe.hpp"
 
 namespace pa::cli {
@@ -79,6 +83,30 @@ void check_key_store(const Config& config, Findings& findings) {
     findings.fail(problem.path, problem.wording.why, problem.wording.fix);
   if (keys.empty())
     findings.ok(fmt::format("key pairs consistent ({})", count_devices(devices.size())));
+}
+
+// Key ages and certificates (SPEC section 5): what is due is a task for the operator, not a
+// failure of the set-up, so the line is OK either way and names the command that lists them.
+void check_key_ages(const Config& config, Findings& findings) {
+  try {
+    const auto ages = keystore::key_ages(config.keys_dir, config.key_max_age_seconds,
+                                         static_cast<std::int64_t>(std::time(nullptr)));
+    std::size_t certificates = 0, due = 0;
+    std::optional<std::int64_t> first_expiry;
+    for (const keystore::KeyAge& age : ages) {
+      if (age.due) ++due;
+      if (!age.certificate) continue;
+      ++certificates;
+      if (!first_expiry || age.certificate->not_after < *first_expiry)
+        first_expiry = age.certificate->not_after;
+    }
+    findings.ok(
+        fmt::format("key ages: {} certificate(s){}; {} device(s) due for rotation{}", certificates,
+                    first_expiry ? ", the first expiring " + format_rfc3339(*first_expiry) : "",
+                    due, due > 0 ? " (provision-agent keys due lists them)" : ""));
+  } catch (const keystore::StoreError&) {
+    // The key store lines above say why it cannot be read.
+  }
 }
 
 // The agent key (SPEC 3.2 and 4): its fingerprint, which a server pins to check attestations.
@@ -154,6 +182,7 @@ int run_check(const ConfigInputs& inputs, std::FILE* out, std::chrono::milliseco
     log_init(LogLevel::error);
     check_broker(*config, timeout, findings);
     check_key_store(*config, findings);
+    check_key_ages(*config, findings);
     check_agent_key(*config, findings);
     check_plugins(*config, findings);
   }

@@ -124,6 +124,8 @@ int show_keys(const Config& config, const std::string& device,
   }
   auto devices = inspect_or_report(config, out);
   if (!devices) return 1;
+  const std::int64_t now = unix_now();
+  const auto ages = ages_by_device(config, now);
   devices->erase(std::remove_if(devices->begin(), devices->end(),
                                 [&](const DeviceReport& report) {
                                   return report.folder.device != device ||
@@ -154,6 +156,16 @@ int show_keys(const Config& config, const std::string& device,
     }
     fmt::print(out, "backup:      {}\n",
                report.private_backup.exists ? "yes (previous generation kept)" : "no");
+    if (const auto age = ages.find({report.folder.user, report.folder.device}); age != ages.end()) {
+      fmt::print(out, "created:     {} ({} ago)\n", format_rfc3339(age->second.created),
+                 age_text(now - age->second.created));
+      if (const auto& certificate = age->second.certificate)
+        fmt::print(out, "certificate: {}, valid {} to {}\n", certificate->subject,
+                   format_rfc3339(certificate->not_before), format_rfc3339(certificate->not_after));
+      else
+        fmt::print(out, "certificate: none\n");
+      if (age->second.due) fmt::print(out, "rotation:    due: {}\n", age->second.due->reason);
+    }
     for (const keystore::KeyProblem& problem : report.problems) {
       const Wording wording = word(report, problem);
       fmt::print(out, "problem:     {}: {}; fix: {}\n", problem.path.string(), wording.why,

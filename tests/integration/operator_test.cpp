@@ -240,6 +240,8 @@ TEST_F(KeysCommandTest, ShowWithoutUserFindsTheLegacyDevice) {
   const CommandResult result = run_agent("keys show loose01", env());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(line_starting(result.output, "user:"), "user:        - (legacy layout)");
+  EXPECT_EQ(line_starting(result.output, "certificate:"), "certificate: none");
+  EXPECT_TRUE(starts_with(line_starting(result.output, "created:"), "created:     20"));
   EXPECT_EQ(line_starting(result.output, "fingerprint:"),
             "fingerprint: " + fingerprints["loose01"]);
 }
@@ -327,6 +329,7 @@ TEST_F(CheckCommandTest, EverythingFinePrintsOnlyOkLinesAndExitsZero) {
   line_starting(result.output, "OK   key store modes and owners (4 devices)");
   line_starting(result.output, "OK   key pairs consistent (4 devices)");
   line_starting(result.output, "OK   no agent key yet in " + dir.path());
+  line_starting(result.output, "OK   key ages: 0 certificate(s); 0 device(s) due for rotation");
   line_starting(result.output, "OK   plugin keygen ");
   line_starting(result.output, "OK   plugin revoke ");
   line_starting(result.output, "OK   system clock plausible");

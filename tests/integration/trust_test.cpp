@@ -424,6 +424,22 @@ TEST_F(CertificateTest, LeafForTheDevicesKeyFromTheCaIsStored) {
             openssl_fingerprint(agent->device_dir(device, "dave") + "/sensor_public.pem"));
   EXPECT_EQ(read_file(cert_file(device, "dave")), read_file(leaf));
   EXPECT_EQ(file_mode(cert_file(device, "dave")), 0644);
+
+  // The operator sees it: keys show names its subject and dates (SPEC section 7).
+  const CommandResult shown =
+      run_command(agent_shell_command() + " keys show " + device + " --user dave --keys-dir " +
+                  shell_quote(agent->keys_dir()) + " 2>&1");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  const std::string end =
+      run_command("openssl x509 -noout -enddate -dateopt iso_8601 -in " + shell_quote(leaf))
+          .output;  // "notAfter=2027-01-01 10:00:00Z"
+  ASSERT_GT(end.size(), 29u) << end;
+  const std::string not_after = end.substr(9, 10) + "T" + end.substr(20, 8) + "Z";
+  // RFC 2253 order: the last RDN first.
+  EXPECT_NE(shown.output.find("certificate: OU=dave,CN=" + device + ", valid "), std::string::npos)
+      << shown.output;
+  EXPECT_NE(shown.output.find(" to " + not_after), std::string::npos) << not_after << "\n"
+                                                                      << shown.output;
 }
 
 TEST_F(CertificateTest, LeafWithItsIntermediateChainsToTheCa) {
