@@ -221,7 +221,10 @@ std::string Registry::json() const {
   rapidjson::StringBuffer buffer;
   JsonWriter writer(buffer);
   writer.StartObject();
-  for (const auto& [name, family] : families_) {
+  for (const auto& entry : families_) {
+    // Not a structured binding: C++17 lambdas cannot capture one (clang refuses).
+    const std::string& name = entry.first;
+    const auto& family = entry.second;
     if (!family.in_status) continue;
     std::string_view key = name;
     if (key.substr(0, kPrefix.size()) == kPrefix) key.remove_prefix(kPrefix.size());
