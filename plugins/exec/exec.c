@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -512,6 +513,26 @@ static void collect_output(int* fd, char* output, size_t* length, int reads) {
   }
 }
 
+/* A script that exits without reading all of its stdin makes the write fail with EPIPE, and
+ * raise SIGPIPE, whose default action would end the host: the signal is blocked for this
+ * thread around the write and a pending one taken back, so no host has to ignore it. */
+static ssize_t write_without_sigpipe(int fd, const char* data, size_t size) {
+  sigset_t pipe_signal, previous;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  const ssize_t written = write(fd, data, size);
+  const int error = errno;
+  if (written < 0 && error == EPIPE) {
+    const struct timespec no_wait = {0, 0};
+    while (sigtimedwait(&pipe_signal, NULL, &no_wait) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  errno = error;
+  return written;
+}
+
 static int exec_handle(void* state, pa_call* call, const pa_request* request) {
   const exec_state* s = (const exec_state*)state;
   const pa_host* host = s->host;
@@ -600,7 +621,7 @@ static int exec_handle(void* state, pa_call* call, const pa_request* request) {
     struct pollfd fds[3] = {{report_pipe[0], POLLIN, 0}, {out[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
     if (poll(fds, 3, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR) break;
     if (in[1] >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-      ssize_t written = write(in[1], input, input_left);
+      ssize_t written = write_without_sigpipe(in[1], input, input_left);
       if (written > 0) {
         input += written;
         input_left -= (size_t)written;

@@ -258,10 +258,12 @@ TEST(FleetMqtt5, ConnectAsksForTheSessionExpiryAndReceiveMaximum) {
   Agent large(fake.port(), {{"MQTT_PROTOCOL", "5"}, {"PROVISION_QUEUE_MAX", "100000"}});
   small.start();
   large.start();
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
   while ((fake.connects_of(small.client_id()) == 0 || fake.connects_of(large.client_id()) == 0) &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(100ms);
+  ASSERT_GT(fake.connects_of(small.client_id()), 0u) << small.log();
+  ASSERT_GT(fake.connects_of(large.client_id()), 0u) << large.log();
   auto properties = fake.v5_properties_of(small.client_id());
   EXPECT_EQ(properties[0x21], 77u) << "Receive Maximum from PROVISION_QUEUE_MAX";
   EXPECT_EQ(properties[0x11], 3600u) << "Session Expiry Interval from MQTT_SESSION_EXPIRY";

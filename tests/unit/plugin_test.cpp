@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -296,6 +298,23 @@ TEST_F(ExecPluginTest, ANonZeroExitIsPluginFailedWithTheStatus) {
   ASSERT_TRUE(host_.error);
   EXPECT_EQ(host_.error->first, "plugin_failed");
   EXPECT_EQ(host_.error->second, "reboot_sensor exited with status 3");
+}
+
+// The run's supervisor keeps the script's stdin open while it lives; once it is gone, a write of
+// request text still waiting fails with EPIPE and raises SIGPIPE, whose default action would end
+// the host (this test process does not ignore it; the ASan build once died of it when a script
+// exited before the plugin's first write). Here the script closes its stdin and kills its
+// supervisor while most of a 1 MiB request still waits.
+TEST_F(ExecPluginTest, ARequestLeftUnreadDoesNotKillTheHostWithSigpipe) {
+  ASSERT_NE(std::signal(SIGPIPE, SIG_DFL), SIG_ERR);
+  script("reboot_sensor", "exec 0<&-\nkill -9 $PPID\nsleep 1\n");
+  Running exec(PA_EXEC_PLUGIN, host_);
+  FakeRequest big = request("reboot_sensor");
+  big.json = R"({"padding":")" + std::string(1 << 20, 'x') + R"("})";
+  EXPECT_EQ(exec.handle(big), PA_ERR_FAILED);
+  sigset_t pending;
+  ASSERT_EQ(::sigpending(&pending), 0);
+  EXPECT_EQ(::sigismember(&pending, SIGPIPE), 0) << "no SIGPIPE left pending either";
 }
 
 TEST_F(ExecPluginTest, RunningPastTheTimeLimitIsKilledAndPluginFailed) {
