@@ -98,9 +98,10 @@ class Agent {
   std::unique_ptr<IntakeSpool> spool_;                 // SPEC section 3.4
   std::unique_ptr<audit::AuditLog> audit_;             // SPEC section 5
   AckTracker acks_;
-  // Before the session and the workers, which use them, so destroyed after them.
-  std::unique_ptr<KeyPool> key_pool_;      // SPEC 3.4: pairs generated ahead
+  // Before the session and the workers, which use them, so destroyed after them; the metrics
+  // before the key pool too, whose thread reports to them until it is joined.
   std::unique_ptr<AgentMetrics> metrics_;  // SPEC section 8
+  std::unique_ptr<KeyPool> key_pool_;      // SPEC 3.4: pairs generated ahead
   std::unique_ptr<mqtt::Session> session_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RotationWatcher> rotation_;    // SPEC section 5: keys due for rotation

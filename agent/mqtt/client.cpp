@@ -86,8 +86,12 @@ Client::Client(const std::string& client_id, bool clean_session, void* context) 
 
 Client::~Client() {
   if (!thread_started_) return;
+  // After the DISCONNECT the network thread ends by itself; joining it (not cancelling it, which
+  // can leave one of libmosquitto's mutexes locked, as ThreadSanitizer saw) is quick, since the
+  // callers reach the broker before they start the thread (send connects first, the check
+  // probe opens a TCP connection first).
   mosquitto_disconnect(handle_.get());
-  mosquitto_loop_stop(handle_.get(), true);
+  mosquitto_loop_stop(handle_.get(), false);
 }
 
 void Client::configure(const ConnectionSettings& settings) {
