@@ -5,8 +5,11 @@
 // else in the project hand-writes a wipe.
 #include <cryptopp/secblock.h>
 
+#include <algorithm>
 #include <cstddef>
-#include <cstring>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -54,8 +57,11 @@ class Secret {
 
  private:
   void assign(std::string_view text) {
+    // Bounded, so that the + 1 below cannot wrap (and GCC's overflow check knows it).
+    if (text.size() > std::numeric_limits<std::uint32_t>::max())
+      throw std::length_error("a secret of more than 4 GiB");
     bytes_.CleanNew(text.size() + 1);  // zeroed: the last byte stays the NUL
-    if (!text.empty()) std::memcpy(bytes_.data(), text.data(), text.size());
+    std::copy(text.begin(), text.end(), reinterpret_cast<char*>(bytes_.data()));
   }
 
   CryptoPP::SecByteBlock bytes_;
