@@ -169,7 +169,11 @@ class FakeMqttBroker {
     connect.level = body[at];
     at += 4;  // level, flags, keep-alive
     if (connect.level == 5) {
-      const std::size_t end = at + varint(body, at);
+      // Two statements: varint() moves `at` past the length, and the order in which the operands
+      // of one + are evaluated is unspecified (clang and GCC differ; the clang build misread
+      // every MQTT 5 CONNECT here).
+      const std::size_t length = varint(body, at);
+      const std::size_t end = at + length;
       while (at < end && at < body.size()) {
         const int id = body[at++];
         auto number = [&](int bytes) {
