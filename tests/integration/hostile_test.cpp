@@ -601,10 +601,11 @@ struct Crash {
   int wait_status = 0;
 };
 
-// `env` with the kernel's own SIGSEGV: AddressSanitizer would otherwise catch it, report and
-// exit 1 (no effect on an agent built without it).
+// `env` with the kernel's own SIGSEGV: AddressSanitizer or ThreadSanitizer would otherwise catch
+// it, report and exit (no effect on an agent built without them).
 std::map<std::string, std::string> with_kernel_segv(std::map<std::string, std::string> env) {
   env["ASAN_OPTIONS"] = "handle_segv=0";
+  env["TSAN_OPTIONS"] = "handle_segv=0";
   return env;
 }
 

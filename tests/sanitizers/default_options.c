@@ -11,6 +11,9 @@
 #ifndef PA_SANITIZER_REPORT_DIR
 #error "PA_SANITIZER_REPORT_DIR: the folder sanitizer reports go to"
 #endif
+#ifndef PA_TSAN_SUPPRESSIONS
+#error "PA_TSAN_SUPPRESSIONS: tests/sanitizers/tsan_suppressions.txt"
+#endif
 
 #define PA_REPORTS "log_path=" PA_SANITIZER_REPORT_DIR "/report:log_exe_name=1"
 
@@ -29,6 +32,7 @@ const char* __ubsan_default_options(void) {
 }
 
 const char* __tsan_default_options(void) {
-  /* Every race is reported (not only the first), and the process then exits with 66. */
-  return PA_REPORTS ":halt_on_error=0:second_deadlock_stack=1";
+  /* Every race is reported (not only the first), and the process then exits with 66. What TSan
+   * cannot see in uninstrumented libraries is suppressed, each entry with its reason. */
+  return PA_REPORTS ":halt_on_error=0:second_deadlock_stack=1:suppressions=" PA_TSAN_SUPPRESSIONS;
 }
