@@ -292,6 +292,28 @@ void check_against_reference(std::string_view text, const JsonCheck& check,
                 "refused within the rules: " + context);
 }
 
+// The same document, but for doubles, which may come back a few units in the last place off:
+// RapidJSON writes the shortest text for a double and, without full precision, may not read that
+// text back to the very same double. Depth is at most kMaxJsonDepth, so recursion is fine here.
+bool same_within_ulps(const rapidjson::Value& a, const rapidjson::Value& b) {
+  if (a.IsDouble() || b.IsDouble())
+    return a.IsNumber() && b.IsNumber() && ulps_apart(a.GetDouble(), b.GetDouble()) <= kMaxUlps;
+  if (a.GetType() != b.GetType()) return false;
+  if (a.IsArray()) {
+    if (a.Size() != b.Size()) return false;
+    for (rapidjson::SizeType i = 0; i < a.Size(); ++i)
+      if (!same_within_ulps(a[i], b[i])) return false;
+    return true;
+  }
+  if (a.IsObject()) {
+    if (a.MemberCount() != b.MemberCount()) return false;
+    for (auto x = a.MemberBegin(), y = b.MemberBegin(); x != a.MemberEnd(); ++x, ++y)
+      if (x->name != y->name || !same_within_ulps(x->value, y->value)) return false;
+    return true;
+  }
+  return a == b;
+}
+
 std::string nested(const std::string& text, std::size_t levels) {
   return std::string(levels, '[') + text + std::string(levels, ']');
 }
@@ -306,7 +328,7 @@ void check_accepted(const rapidjson::Document& doc, bool nest) {
   PA_FUZZ_CHECK(check.fault == JsonFault::none,
                 "refuses its own writing: " + check.message + " for " + excerpt(text));
   PA_FUZZ_CHECK(shape_of(again).depth == depth, excerpt(text));
-  PA_FUZZ_CHECK(written(again) == text, "reads back another document: " + excerpt(text));
+  PA_FUZZ_CHECK(same_within_ulps(again, doc), "reads back another document: " + excerpt(text));
   if (!nest) return;
 
   rapidjson::Document wrapped;
