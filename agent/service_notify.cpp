@@ -84,8 +84,8 @@ void ServiceNotifier::tick(const ServiceState& state) {
 
 void ServiceNotifier::update_status(const ServiceState& state, bool force) {
   const auto now = Clock::now();
-  const bool changed = state.broker != broker_ || state.last_error != last_error_ ||
-                       state.problem != problem_;
+  const bool changed =
+      state.broker != broker_ || state.last_error != last_error_ || state.problem != problem_;
   if (!force && !changed && now - last_status_ < kCountStatusInterval) return;
   std::string text = status_text(state);
   if (text == status_) return;

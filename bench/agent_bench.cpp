@@ -34,8 +34,8 @@
 
 #include "bench.hpp"
 #include "intake/envelope.hpp"
-#include "mqtt/client.hpp"
 #include "keystore/key_pair.hpp"
+#include "mqtt/client.hpp"
 #include "test_support.hpp"
 
 namespace pa::bench {

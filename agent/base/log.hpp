@@ -27,8 +27,8 @@ struct LogFields {
   std::string_view user;
   std::string_view action;
   std::string_view request_id;
-  std::string_view outcome;     // "ok", "error", "ignored", ...
-  std::string_view error_code;  // SPEC section 3.3 code when outcome is "error"
+  std::string_view outcome;           // "ok", "error", "ignored", ...
+  std::string_view error_code;        // SPEC section 3.3 code when outcome is "error"
   std::string_view traceparent = {};  // W3C trace context of the request (MQTT 5 user property)
 };
 

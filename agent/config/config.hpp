@@ -2,8 +2,8 @@
 // Configuration (SPEC section 2). Sources, strongest first: command-line flags > process
 // environment > --env-file > MQTT_BROKER_CONFIG JSON > built-in defaults. An invalid value stops
 // start-up with one line naming the variable and the value, and exit status 78.
-#include <chrono>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>

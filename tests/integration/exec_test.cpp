@@ -1,8 +1,9 @@
 // The bundled exec plugin (SPEC section 6): executables in <plugin folder>/exec.d/ serve the
-// action of their name, get the request JSON on stdin, and are held to PROVISION_PLUGIN_EXEC_TIMEOUT.
-// Its checks are as strict as the loader's: a loose exec.d or executable is not used, the
-// executable is run from the descriptor it was checked on, its exit status ends the run, whatever
-// it started dies with it, and it starts with default signal handling.
+// action of their name, get the request JSON on stdin, and are held to
+// PROVISION_PLUGIN_EXEC_TIMEOUT. Its checks are as strict as the loader's: a loose exec.d or
+// executable is not used, the executable is run from the descriptor it was checked on, its exit
+// status ends the run, whatever it started dies with it, and it starts with default signal
+// handling.
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -201,8 +202,8 @@ TEST_F(ExecPlugin, AnExecFolderOrExecutableOwnedByAnotherUserIsNotUsed) {
 TEST_F(ExecPlugin, RunsTheActionWithTheRequestOnStdinAndHoldsItToTheTimeLimit) {
   Broker broker;
   auto observer = make_observer(broker.port());
-  Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
+  Agent agent(broker.port(), {{"PROVISION_PLUGIN_DIR", plugins_.string()},
+                              {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
@@ -319,8 +320,8 @@ TEST_F(ExecPlugin, TheExitStatusEndsTheRunNotTheEndOfItsOutput) {
                                    lingering_, pid_file));
   Broker broker;
   auto observer = make_observer(broker.port());
-  Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "5"}});
+  Agent agent(broker.port(), {{"PROVISION_PLUGIN_DIR", plugins_.string()},
+                              {"PROVISION_PLUGIN_EXEC_TIMEOUT", "5"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
@@ -349,8 +350,8 @@ TEST_F(ExecPlugin, ChildrenThatLeftTheProcessGroupAreKilledWithIt) {
   script("daemonize_and_hang", daemonize + "sleep 30\n");
   Broker broker;
   auto observer = make_observer(broker.port());
-  Agent agent(broker.port(),
-              {{"PROVISION_PLUGIN_DIR", plugins_.string()}, {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
+  Agent agent(broker.port(), {{"PROVISION_PLUGIN_DIR", plugins_.string()},
+                              {"PROVISION_PLUGIN_EXEC_TIMEOUT", "1"}});
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 

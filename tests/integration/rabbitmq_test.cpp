@@ -23,7 +23,9 @@ constexpr const char* kRabbitBin = "/usr/lib/rabbitmq/bin";
 class RabbitNode {
  public:
   RabbitNode()
-      : epmd_port_(free_port()), amqp_port_(free_port()), mqtt_port_(free_port()),
+      : epmd_port_(free_port()),
+        amqp_port_(free_port()),
+        mqtt_port_(free_port()),
         dist_port_(free_port()) {
     ::mkdir(dir_.file("home").c_str(), 0700);
     write_file(dir_.file("rabbitmq.conf"),
@@ -105,10 +107,9 @@ class RabbitMqTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     node_.reset();
-    std::cout << fmt::format("RabbitMQ suite took {:.1f} s\n",
-                             std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                           suite_started_)
-                                 .count());
+    std::cout << fmt::format(
+        "RabbitMQ suite took {:.1f} s\n",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - suite_started_).count());
   }
   static std::unique_ptr<RabbitNode> node_;
   static std::chrono::steady_clock::time_point suite_started_;
@@ -157,9 +158,9 @@ TEST_F(RabbitMqTest, RequestKeyResponseRetainedKeyStatusAndWill) {
   EXPECT_EQ(json_string(parse_json(status->payload), "broker"), fmt::format("127.0.0.1:{}", port));
 
   agent.kill();  // the will speaks for it
-  EXPECT_TRUE(observer->wait_for(agent.status_topic(), 30s,
-                                 [](const Message& m) { return has_status(m, "offline"); }))
-      << "no offline status from the will";
+  EXPECT_TRUE(observer->wait_for(agent.status_topic(), 30s, [](const Message& m) {
+    return has_status(m, "offline");
+  })) << "no offline status from the will";
 }
 
 TEST_F(RabbitMqTest, SessionOutlivesAnAgentRestart) {
@@ -198,9 +199,9 @@ TEST_F(RabbitMqTest, Mqtt5IsRefusedWithAClearMessage) {
   for (const auto& [name, value] : agent.env()) command += " " + shell_quote(name + "=" + value);
   const CommandResult check = run_command(command + " " + agent_shell_command() + " check 2>&1");
   EXPECT_EQ(check.exit_code, 1) << check.output;
-  EXPECT_NE(check.output.find(fmt::format("FAIL broker 127.0.0.1:{}: the broker refused MQTT 5",
-                                          port)),
-            std::string::npos)
+  EXPECT_NE(
+      check.output.find(fmt::format("FAIL broker 127.0.0.1:{}: the broker refused MQTT 5", port)),
+      std::string::npos)
       << check.output;
 }
 

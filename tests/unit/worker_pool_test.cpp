@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "test_support.hpp"
 #include "dispatch/worker_pool.hpp"
+#include "test_support.hpp"
 
 namespace pa {
 namespace {
