@@ -1,5 +1,6 @@
 #include "agent_harness.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -212,6 +213,27 @@ std::string json_quote(const std::string& text) {
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
   writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
   return buffer.GetString();
+}
+
+V5Subscriber::V5Subscriber(int port, const std::string& topic, const std::string& format)
+    : port_(port),
+      file_(dir_.file("messages.txt")),
+      probe_(unique_name("pa-it/probe-")),
+      process_({"/bin/sh", "-c",
+                fmt::format("exec mosquitto_sub -V 5 -h 127.0.0.1 -p {} -q 1 -t {} -t {} -F {} "
+                            "-C 2 -W 30 > {}",
+                            port, shell_quote(topic), shell_quote(probe_), shell_quote(format),
+                            shell_quote(file_))}) {}
+
+bool V5Subscriber::wait_subscribed() {
+  MqttClient prober(port_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (output().find(probe_) == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    prober.publish(probe_, "probe", 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return output().find(probe_) != std::string::npos;
 }
 
 }  // namespace pa::test

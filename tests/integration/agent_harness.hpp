@@ -120,4 +120,27 @@ std::string error_code(const rapidjson::Value& response);
 // A JSON string literal for `text` (quotes and escapes).
 std::string json_quote(const std::string& text);
 
+// An MQTT 5 mosquitto_sub on `topic` and a probe topic of its own, printing each message as
+// `format` (mosquitto_sub -F) to a file, and exiting after the probe and one more message (or
+// 30 s): what a server sees of user properties and correlation data.
+class V5Subscriber {
+ public:
+  V5Subscriber(int port, const std::string& topic, const std::string& format);
+  // Publishes to the probe topic until the subscriber printed it: proof that it subscribed.
+  // false when it did not within 10 s.
+  bool wait_subscribed();
+  // Waits for the one message after the probe; what the subscriber printed.
+  bool wait_exit(std::chrono::milliseconds timeout) {
+    return process_.wait_exit(timeout).has_value();
+  }
+  std::string output() const { return read_file(file_); }
+
+ private:
+  int port_;
+  TempDir dir_;
+  std::string file_;
+  std::string probe_;
+  Process process_;
+};
+
 }  // namespace pa::test

@@ -285,21 +285,8 @@ TEST(FleetMqtt5, ResponsesEchoRequestIdAndTraceparent) {
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
-  TempDir dir;
-  const std::string reply_file = dir.file("reply.txt");
-  Process subscriber(
-      {"/bin/sh", "-c",
-       fmt::format("exec mosquitto_sub -V 5 -h 127.0.0.1 -p {} -q 1 -t provision/tp01/response "
-                   "-t pa-it/probe -F '%t|%P|%p' -C 2 -W 30 > {}",
-                   broker.port(), shell_quote(reply_file))});
-  MqttClient prober(broker.port());
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!contains(read_file(reply_file), "pa-it/probe") &&
-         std::chrono::steady_clock::now() < deadline) {
-    prober.publish("pa-it/probe", "probe", 0);
-    std::this_thread::sleep_for(200ms);
-  }
-  ASSERT_TRUE(contains(read_file(reply_file), "pa-it/probe")) << "the v5 subscriber never came";
+  V5Subscriber subscriber(broker.port(), "provision/tp01/response", "%t|%P|%p");
+  ASSERT_TRUE(subscriber.wait_subscribed()) << "the v5 subscriber never came";
 
   const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   const CommandResult sent = run_command(
@@ -308,7 +295,7 @@ TEST(FleetMqtt5, ResponsesEchoRequestIdAndTraceparent) {
                   broker.port(), shell_quote(R"({"request_id":"tp-1"})"), traceparent));
   ASSERT_EQ(sent.exit_code, 0) << sent.output;
   ASSERT_TRUE(subscriber.wait_exit(30s)) << "no response\n" << agent.log();
-  const std::string reply = read_file(reply_file);
+  const std::string reply = subscriber.output();
   EXPECT_TRUE(contains(reply, "provision/tp01/response|")) << reply;
   EXPECT_TRUE(contains(reply, "request_id:tp-1")) << reply;
   EXPECT_TRUE(contains(reply, "traceparent:" + traceparent)) << reply;

@@ -27,24 +27,9 @@ TEST(AgentMqtt5, AnswersOnTheResponseTopicWithTheCorrelationData) {
   agent.start();
   ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
 
-  // A v5 subscriber that prints topic | correlation data | payload: first a probe (proof that it
-  // has subscribed), then the reply.
-  TempDir dir;
-  const std::string reply_file = dir.file("reply.txt");
-  Process subscriber(
-      {"/bin/sh", "-c",
-       fmt::format("exec mosquitto_sub -V 5 -h 127.0.0.1 -p {} -q 1 -t "
-                   "provision/server/replies/7 -t server/probe -F '%t|%D|%p' -C 2 -W 30 > {}",
-                   broker.port(), shell_quote(reply_file))});
-  MqttClient prober(broker.port());
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (read_file(reply_file).find("server/probe") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    prober.publish("server/probe", "probe", 0);
-    std::this_thread::sleep_for(200ms);
-  }
-  ASSERT_NE(read_file(reply_file).find("server/probe"), std::string::npos)
-      << "the v5 subscriber never subscribed";
+  // A v5 subscriber that prints topic | correlation data | payload.
+  V5Subscriber subscriber(broker.port(), "provision/server/replies/7", "%t|%D|%p");
+  ASSERT_TRUE(subscriber.wait_subscribed()) << "the v5 subscriber never subscribed";
 
   const auto sent = run_command(v5_publish(
       broker.port(), "provision/v5dev/request", R"({"request_id":"v5-1","user_id":"7"})",
@@ -56,7 +41,7 @@ TEST(AgentMqtt5, AnswersOnTheResponseTopicWithTheCorrelationData) {
   EXPECT_EQ(json_string(parse_json(response->payload), "status"), "ok");
 
   ASSERT_TRUE(subscriber.wait_exit(30s)) << "no reply on the Response Topic";
-  std::string reply = read_file(reply_file);
+  std::string reply = subscriber.output();
   reply = reply.substr(reply.find('\n') + 1);  // drop the probe line
   while (!reply.empty() && reply.back() == '\n') reply.pop_back();
   const auto first = reply.find('|'), second = reply.find('|', first + 1);
