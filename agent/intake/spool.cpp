@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <limits>
 #include <system_error>
 
 #include "base/log.hpp"
@@ -232,15 +231,15 @@ SpoolImage read_spool_image(std::string_view bytes) {
     Reader reader(body);
     const char type = static_cast<char>(reader.u8());
     // Each frame is read whole and checked whole (every field, nothing left over) before it
-    // counts: a frame that is cut off as damaged changes nothing. Sequence numbers of 2^64-1 are
-    // damage too: the next one would wrap.
-    constexpr std::uint64_t kLastSeq = std::numeric_limits<std::uint64_t>::max();
+    // counts: a frame that is cut off as damaged changes nothing. Sequence numbers at or past
+    // kSpoolSeqLimit are damage too: the next one could not be written down.
     bool valid = false;
     if (type == 'S') {
       const std::uint64_t epoch = reader.u64();
       const std::uint64_t next = reader.u64();
       // A header is only valid first; its epoch is never 0.
-      valid = reader.ok() && reader.at_end() && image.frames == 0 && epoch != 0 && next != kLastSeq;
+      valid = reader.ok() && reader.at_end() && image.frames == 0 && epoch != 0 &&
+              next <= kSpoolSeqLimit;
       if (valid) {
         image.epoch = epoch;
         image.next_seq = std::max<std::uint64_t>(next, 1);
@@ -262,7 +261,7 @@ SpoolImage read_spool_image(std::string_view bytes) {
       message.payload_bytes = message.payload.size();
       valid = reader.ok() && reader.at_end() && image.epoch != 0 &&
               kind <= static_cast<std::uint8_t>(TopicKind::remove) &&
-              message.seq > last_request_seq && message.seq != kLastSeq;
+              message.seq > last_request_seq && message.seq < kSpoolSeqLimit;
       if (valid) {
         message.kind = static_cast<TopicKind>(kind);
         last_request_seq = message.seq;
@@ -383,6 +382,14 @@ IntakeSpool::Extent IntakeSpool::write_locked(std::string_view frame, bool sync)
 IntakeSpool::Admission IntakeSpool::append(InboundMessage& message, std::string* error) {
   std::lock_guard lock(mutex_);
   if (pending_extents_.size() >= capacity_) return Admission::full;
+  if (next_seq_ >= kSpoolSeqLimit) {
+    if (error)
+      *error = fmt::format(
+          "the intake spool {} has used up its sequence numbers (a forged or damaged file?)",
+          path_.string());
+    message.seq = 0;
+    return Admission::failed;
+  }
   message.seq = next_seq_;
   if (unspooled_) {
     pending_extents_[message.seq] = {};

@@ -31,6 +31,11 @@
 
 namespace pa {
 
+// Sequence numbers stay below this, and the next one a file names is at most this: the last
+// request number handed out must still have a successor a header can hold. A spool that reaches it
+// (after 2^64 requests; in practice only a forged file) refuses new requests as `failed`.
+constexpr std::uint64_t kSpoolSeqLimit = ~std::uint64_t{0} - 1;
+
 // Where a request sits in the intake order: comparable only within one epoch.
 struct SpoolPosition {
   std::uint64_t epoch = 0;
@@ -82,8 +87,8 @@ class IntakeSpool {
 
   enum class Admission { spooled, full, failed };
   // Network thread: gives `message` the next sequence number, appends it and fsyncs. `full`:
-  // `capacity` requests are pending (nothing written); `failed`: the write or fsync failed
-  // (`error` says why; nothing counts as spooled).
+  // `capacity` requests are pending (nothing written); `failed`: the write or fsync failed, or the
+  // sequence numbers are used up (`error` says why; nothing counts as spooled).
   Admission append(InboundMessage& message, std::string* error);
 
   // Records, fsynced, that a key change for `seq` is about to start. false when it could not be

@@ -184,6 +184,64 @@ TEST(IntakeSpoolImage, ADamagedFrameChangesNothing) {
   }
 }
 
+// fuzz_spool, corpus/spool/request-seq-one-below-max (checksums set): a request numbered 2^64-2 was
+// accepted, so the next sequence number was 2^64-1, which a header cannot hold: the file the agent
+// rewrote at start read back as no spool at all, and every pending request in it was lost.
+TEST(IntakeSpoolImage, ARequestWhoseSuccessorAHeaderCannotHoldIsDamage) {
+  InboundMessage first = message(R"({"request_id":"first"})");
+  first.seq = 1;
+  InboundMessage last = message(R"({"request_id":"last"})");
+  last.seq = kSpoolSeqLimit;  // 2^64-2
+  const std::string intact = encode_spool_header(7, 1) + encode_spool_request(first, 0);
+  const std::string bytes = intact + encode_spool_request(last, 0);
+  const SpoolImage image = read_spool_image(bytes);
+  EXPECT_EQ(image.valid_bytes, intact.size()) << "the request numbered 2^64-2 must be cut off";
+  EXPECT_EQ(image.next_seq, 2u);
+  ASSERT_EQ(image.pending.size(), 1u);
+
+  // What the agent rewrites from it reads back the same.
+  std::string encoded = encode_spool_header(image.epoch, image.next_seq);
+  for (const SpooledRequest& request : image.pending)
+    encoded += encode_spool_request(request.message, 0);
+  const SpoolImage again = read_spool_image(encoded);
+  EXPECT_EQ(again.valid_bytes, encoded.size());
+  EXPECT_EQ(again.epoch, image.epoch);
+  EXPECT_EQ(again.next_seq, image.next_seq);
+  EXPECT_EQ(again.pending.size(), image.pending.size());
+}
+
+// fuzz_spool, corpus/spool/header-next-seq-at-limit: a header naming next sequence number 2^64-2
+// let the agent spool one more request, and the file it then wrote could not be read back (its
+// header was cut off as damage: the spool and its pending requests were gone on the next start).
+TEST(IntakeSpool, UsedUpSequenceNumbersRefuseTheRequestAndKeepTheFile) {
+  test::TempDir state;
+  InboundMessage pending = message(R"({"request_id":"kept"})");
+  pending.seq = kSpoolSeqLimit - 1;
+  test::write_file(state.file("intake.spool"),
+                   encode_spool_header(7, kSpoolSeqLimit - 1) + encode_spool_request(pending, 0),
+                   0600);
+  std::string before;
+  {
+    IntakeSpool spool(state.path(), 16);
+    ASSERT_EQ(spool.take_recovered().size(), 1u);
+    EXPECT_EQ(spool.last_seq(), kSpoolSeqLimit - 1);
+    before = test::read_file(state.file("intake.spool"));
+    InboundMessage arrived = message(R"({"request_id":"new"})");
+    std::string error;
+    EXPECT_EQ(spool.append(arrived, &error), IntakeSpool::Admission::failed);
+    EXPECT_NE(error.find("used up its sequence numbers"), std::string::npos) << error;
+    EXPECT_EQ(arrived.seq, 0u);
+    EXPECT_EQ(test::read_file(state.file("intake.spool")), before) << "nothing written";
+  }
+  IntakeSpool reopened(state.path(), 16);
+  EXPECT_EQ(reopened.epoch(), 7u);
+  const std::vector<SpooledRequest> recovered = reopened.take_recovered();
+  ASSERT_EQ(recovered.size(), 1u);
+  EXPECT_EQ(recovered[0].message.payload, R"({"request_id":"kept"})");
+  EXPECT_EQ(read_spool_image(test::read_file(state.file("intake.spool"))).valid_bytes,
+            before.size());
+}
+
 // fuzz_ledger, corpus/ledger/future-dated-*: after the clock stepped back, the ledger in memory
 // and the ledger read back after a restart evicted different entries (the reload sorted by time).
 TEST(RequestLedger, AReloadAnswersAsMemoryDidAfterAClockStep) {

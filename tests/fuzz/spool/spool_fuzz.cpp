@@ -10,7 +10,8 @@
 // frames encoded anew (encode_spool_header, _request, _intent) read back as the same pending list.
 // IntakeSpool recovers exactly the image's pending requests, keeps its epoch and sequence numbers,
 // and leaves a file that reads back to the same on a second open; a request appended and one
-// finished then are what a third open finds.
+// finished then are what a third open finds (unless its sequence numbers are used up: then the
+// append is refused).
 #include <cryptopp/crc.h>
 
 #include <cstdint>
@@ -201,10 +202,17 @@ void check_intake_spool(std::string_view bytes, const SpoolImage& image) {
     arrived.message.device_id = "pH01";
     arrived.message.payload = R"({"request_id":"fuzz"})";
     std::string error;
-    PA_FUZZ_CHECK(spool.append(arrived.message, &error) == IntakeSpool::Admission::spooled, error);
-    PA_FUZZ_CHECK(arrived.message.seq == image.next_seq, std::to_string(arrived.message.seq));
-    expected.push_back(arrived);
-    after.next_seq = arrived.message.seq + 1;
+    const IntakeSpool::Admission admission = spool.append(arrived.message, &error);
+    if (image.next_seq < kSpoolSeqLimit) {
+      PA_FUZZ_CHECK(admission == IntakeSpool::Admission::spooled, error);
+      PA_FUZZ_CHECK(arrived.message.seq == image.next_seq, std::to_string(arrived.message.seq));
+      expected.push_back(arrived);
+      after.next_seq = arrived.message.seq + 1;
+    } else {
+      // Sequence numbers used up: refused, and nothing written.
+      PA_FUZZ_CHECK(admission == IntakeSpool::Admission::failed && !error.empty(), error);
+      PA_FUZZ_CHECK(arrived.message.seq == 0, std::to_string(arrived.message.seq));
+    }
     if (!image.pending.empty()) {
       spool.finish(image.pending.front().message.seq);
       expected.erase(expected.begin());
