@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
@@ -73,6 +74,24 @@ std::int64_t unix_now() {
 }
 
 }  // namespace
+
+std::string encode_session_record(std::string_view client_id, std::int64_t since) {
+  return fmt::format("{} {}\n", client_id, since);
+}
+
+std::optional<std::int64_t> read_session_record(std::string_view record,
+                                                std::string_view client_id) {
+  if (record.size() <= client_id.size() + 2 || record.substr(0, client_id.size()) != client_id ||
+      record[client_id.size()] != ' ' || record.back() != '\n')
+    return std::nullopt;
+  const std::string_view digits =
+      record.substr(client_id.size() + 1, record.size() - client_id.size() - 2);
+  std::int64_t since = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), since);
+  if (error != std::errc() || end != digits.data() + digits.size() || since <= 0)
+    return std::nullopt;
+  return since;
+}
 
 Session::Session(const Config& config, std::vector<BrokerAddress> brokers, std::string status_topic,
                  StatusBuilder online_status, Handlers handlers)
@@ -146,11 +165,11 @@ Session::Session(const Config& config, std::vector<BrokerAddress> brokers, std::
   // The session a previous run had (SPEC 3.6: "session_since" of a resumed session).
   if (!config.state_dir.empty()) {
     try {
-      const std::string record = keystore::read_file(config.state_dir + "/" + kSessionRecord);
-      const std::size_t space = record.find(' ');
-      if (space != std::string::npos && record.substr(0, space) == config.mqtt_client_id) {
-        session_since_ = std::strtoll(record.c_str() + space + 1, nullptr, 10);
-        had_session_ = session_since_ > 0;
+      const std::optional<std::int64_t> since = read_session_record(
+          keystore::read_file(config.state_dir + "/" + kSessionRecord), config.mqtt_client_id);
+      if (since) {
+        session_since_ = *since;
+        had_session_ = true;
       }
     } catch (const std::exception&) {
       // None yet: the first connect says whether the broker has one.
@@ -454,7 +473,7 @@ void Session::session_started(bool present) {
   if (config_.state_dir.empty()) return;
   try {
     keystore::write_file_atomic(config_.state_dir + "/" + kSessionRecord,
-                                fmt::format("{} {}\n", config_.mqtt_client_id, now), 0600);
+                                encode_session_record(config_.mqtt_client_id, now), 0600);
   } catch (const std::exception& error) {
     log_warning("cannot record the session start in {}: {}", config_.state_dir, error.what());
   }

@@ -57,6 +57,14 @@ inline constexpr const char* kConflictFix =
     "clone run `sudo rm /etc/machine-id && sudo systemd-machine-id-setup` and restart its agent, "
     "or give each agent its own MQTT_CLIENT_ID";
 
+// The state folder's record of when the broker session began ("<client id> <Unix seconds>\n"),
+// so that a restart can tell a resumed session from a lost one. Reading gives the seconds only
+// for a well-formed record of `client_id` with a positive time: anything else (another client id,
+// a torn or edited file) means no session is known, and the first CONNACK decides.
+std::string encode_session_record(std::string_view client_id, std::int64_t since);
+std::optional<std::int64_t> read_session_record(std::string_view record,
+                                                std::string_view client_id);
+
 class Session {
  public:
   struct Handlers {

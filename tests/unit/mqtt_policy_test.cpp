@@ -1,13 +1,17 @@
 // The session's reconnect policy, client id conflict watch and broker list (SPEC 3.6), driven
-// through minutes and hours of simulated time: no clock, no broker.
+// through minutes and hours of simulated time: no clock, no broker; and the session record the
+// state folder keeps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
 #include "mqtt/broker_list.hpp"
 #include "mqtt/reconnect_policy.hpp"
+#include "mqtt/session.hpp"
 
 namespace pa::mqtt {
 namespace {
@@ -209,6 +213,23 @@ TEST(ConflictWatch, AConflictClearsOnlyAfterQuietMinutes) {
 TEST(BrokerList, NamesABrokerAsLogsAndTheStatusDo) {
   EXPECT_EQ(to_string(BrokerAddress{"a", 1884, false}), "a:1884");
   EXPECT_EQ(to_string(BrokerAddress{"::1", 1885, false}), "[::1]:1885");
+}
+
+// The session record in the state folder is read at every start: a torn, edited or foreign one
+// must mean "no session known", never a made-up session start in the status.
+TEST(SessionRecord, ReadsBackWhatWasWritten) {
+  EXPECT_EQ(read_session_record(encode_session_record("pa-abc", 1795000000), "pa-abc"),
+            std::optional<std::int64_t>(1795000000));
+}
+
+TEST(SessionRecord, AnythingButAWholeRecordOfThisClientIdMeansNoSession) {
+  for (const char* record :
+       {"", "\n", "pa-abc", "pa-abc \n", "pa-abc 1795000000", "pa-abc 17950x0000\n", "pa-abc -5\n",
+        "pa-abc 0\n", "pa-abc +5\n", "pa-abc  5\n", "pa-abcd 5\n", "pa-ab 5\n",
+        "pa-abc 99999999999999999999\n", "other 1795000000\n", "pa-abc 5\n\n"}) {
+    SCOPED_TRACE(record);
+    EXPECT_EQ(read_session_record(record, "pa-abc"), std::nullopt);
+  }
 }
 
 }  // namespace
