@@ -40,28 +40,32 @@ std::optional<RotationDue> rotation_due(std::int64_t created,
   return std::nullopt;
 }
 
+std::optional<KeyAge> key_age(DeviceFolder folder, std::optional<std::int64_t> max_age_s,
+                              std::int64_t now) {
+  UniqueFd dir(::open(folder.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return std::nullopt;
+  struct stat st {};
+  if (::fstatat(dir.get(), kPrivateKeyFile, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+    return std::nullopt;
+  KeyAge age;
+  age.created = static_cast<std::int64_t>(st.st_mtim.tv_sec);
+  try {
+    if (auto pem = read_key_file_no_follow(folder.dir / kCertificateFile))
+      age.certificate = read_certificate_info(*pem);
+  } catch (const StoreError&) {
+    // An unreadable certificate is reported by `keys verify`; the key's age still counts.
+  }
+  age.due = rotation_due(age.created, age.certificate, max_age_s, now);
+  age.folder = std::move(folder);
+  return age;
+}
+
 std::vector<KeyAge> key_ages(const std::filesystem::path& root,
                              std::optional<std::int64_t> max_age_s, std::int64_t now) {
   std::vector<KeyAge> ages;
-  for (DeviceFolder& folder : list_device_folders(root)) {
-    UniqueFd dir(::open(folder.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir) continue;
-    struct stat st {};
-    if (::fstatat(dir.get(), kPrivateKeyFile, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-        !S_ISREG(st.st_mode))
-      continue;
-    KeyAge age;
-    age.created = static_cast<std::int64_t>(st.st_mtim.tv_sec);
-    try {
-      if (auto pem = read_key_file_no_follow(folder.dir / kCertificateFile))
-        age.certificate = read_certificate_info(*pem);
-    } catch (const StoreError&) {
-      // An unreadable certificate is reported by `keys verify`; the key's age still counts.
-    }
-    age.due = rotation_due(age.created, age.certificate, max_age_s, now);
-    age.folder = std::move(folder);
-    ages.push_back(std::move(age));
-  }
+  for (DeviceFolder& folder : list_device_folders(root))
+    if (std::optional<KeyAge> age = key_age(std::move(folder), max_age_s, now))
+      ages.push_back(std::move(*age));
   return ages;
 }
 

@@ -33,6 +33,11 @@ struct KeyAge {
   std::optional<RotationDue> due;
 };
 
+// One device's key age, or nullopt when its private key cannot be read (no file, not a regular
+// file, a folder that cannot be opened). Read-only.
+std::optional<KeyAge> key_age(DeviceFolder folder, std::optional<std::int64_t> max_age_s,
+                              std::int64_t now);
+
 // Every device of the store at `root` with its age and what is due. Read-only; a device whose
 // files cannot be read is left out. Throws StoreError when the root cannot be listed.
 std::vector<KeyAge> key_ages(const std::filesystem::path& root,

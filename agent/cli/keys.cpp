@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
-#include <map>
 #include <set>
 #include <utility>
 
@@ -53,27 +52,12 @@ std::string age_text(std::int64_t seconds) {
   return fmt::format("{}s", seconds);
 }
 
-// The age and rotation facts of every device, by (user, device); empty when the store cannot be
-// listed (inspect_or_report has said so).
-std::map<std::pair<std::optional<std::string>, std::string>, keystore::KeyAge> ages_by_device(
-    const Config& config, std::int64_t now) {
-  std::map<std::pair<std::optional<std::string>, std::string>, keystore::KeyAge> ages;
-  try {
-    for (keystore::KeyAge& age :
-         keystore::key_ages(config.keys_dir, config.key_max_age_seconds, now))
-      ages.emplace(std::pair{age.folder.user, age.folder.device}, std::move(age));
-  } catch (const keystore::StoreError&) {
-  }
-  return ages;
-}
-
 // `keys list`: one line per device: user, device, key type, fingerprint, modes
 // (folder/private/public), status, the key's age and its certificate's expiry (SPEC section 5).
 int list_keys(const Config& config, std::FILE* out) {
   const auto devices = inspect_or_report(config, out);
   if (!devices) return 1;
   const std::int64_t now = unix_now();
-  const auto ages = ages_by_device(config, now);
   fmt::print(out, "key store: {}\n", config.keys_dir);
   if (devices->empty()) {
     fmt::print(out, "no keys\n");
@@ -83,13 +67,11 @@ int list_keys(const Config& config, std::FILE* out) {
   std::vector<Row> rows = {{"USER", "DEVICE", "TYPE", "FINGERPRINT", "MODES(dir/priv/pub)",
                             "STATUS", "AGE", "CERT_EXPIRES"}};
   for (const DeviceReport& device : *devices) {
-    const auto age = ages.find({device.folder.user, device.folder.device});
     std::string age_cell = "-";
     std::string certificate_cell = "-";
-    if (age != ages.end()) {
-      age_cell = age_text(now - age->second.created) + (age->second.due ? "(due)" : "");
-      if (age->second.certificate)
-        certificate_cell = format_rfc3339(age->second.certificate->not_after);
+    if (const auto age = keystore::key_age(device.folder, config.key_max_age_seconds, now)) {
+      age_cell = age_text(now - age->created) + (age->due ? "(due)" : "");
+      if (age->certificate) certificate_cell = format_rfc3339(age->certificate->not_after);
     }
     rows.push_back({device.folder.user.value_or("-"), device.folder.device, type_text(device),
                     device.fingerprint.empty() ? "-" : device.fingerprint,
@@ -125,7 +107,6 @@ int show_keys(const Config& config, const std::string& device,
   auto devices = inspect_or_report(config, out);
   if (!devices) return 1;
   const std::int64_t now = unix_now();
-  const auto ages = ages_by_device(config, now);
   devices->erase(std::remove_if(devices->begin(), devices->end(),
                                 [&](const DeviceReport& report) {
                                   return report.folder.device != device ||
@@ -156,15 +137,15 @@ int show_keys(const Config& config, const std::string& device,
     }
     fmt::print(out, "backup:      {}\n",
                report.private_backup.exists ? "yes (previous generation kept)" : "no");
-    if (const auto age = ages.find({report.folder.user, report.folder.device}); age != ages.end()) {
-      fmt::print(out, "created:     {} ({} ago)\n", format_rfc3339(age->second.created),
-                 age_text(now - age->second.created));
-      if (const auto& certificate = age->second.certificate)
+    if (const auto age = keystore::key_age(report.folder, config.key_max_age_seconds, now)) {
+      fmt::print(out, "created:     {} ({} ago)\n", format_rfc3339(age->created),
+                 age_text(now - age->created));
+      if (const auto& certificate = age->certificate)
         fmt::print(out, "certificate: {}, valid {} to {}\n", certificate->subject,
                    format_rfc3339(certificate->not_before), format_rfc3339(certificate->not_after));
       else
         fmt::print(out, "certificate: none\n");
-      if (age->second.due) fmt::print(out, "rotation:    due: {}\n", age->second.due->reason);
+      if (age->due) fmt::print(out, "rotation:    due: {}\n", age->due->reason);
     }
     for (const keystore::KeyProblem& problem : report.problems) {
       const Wording wording = word(report, problem);
