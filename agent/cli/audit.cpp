@@ -136,18 +136,18 @@ class AuditCommand : public Command {
         "verify",
         "check the audit log's hash chain (and a checkpoint); name the first entry changed, "
         "removed, reordered or truncated away; exit 1 unless intact");
-    options_.checkpoint = options_.verify
-                              ->add_option("--checkpoint", options_.checkpoint_file,
-                                           "a checkpoint message saved from P/agents/<client "
-                                           "id>/audit: the log must hold its seq "
-                                           "with its hash, and its signature must verify")
-                              ->type_name("FILE");
-    options_.public_key = options_.verify
-                              ->add_option("--public-key", options_.public_key_file,
-                                           "the agent's public key PEM to check the checkpoint's "
-                                           "signature with (default: the agent "
-                                           "key in use)")
-                              ->type_name("PEM");
+    auto file_option = [&](const char* name, std::string& file, const char* type,
+                           const char* help) {
+      return options_.verify->add_option(name, file, help)->type_name(type);
+    };
+    options_.checkpoint = file_option(
+        "--checkpoint", options_.checkpoint_file, "FILE",
+        "a checkpoint message saved from P/agents/<client id>/audit: the log must hold its seq "
+        "with its hash, and its signature must verify");
+    options_.public_key = file_option(
+        "--public-key", options_.public_key_file, "PEM",
+        "the agent's public key PEM to check the checkpoint's signature with (default: the agent "
+        "key in use)");
     options_.verify->fallthrough();
   }
 
