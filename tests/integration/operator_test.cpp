@@ -335,6 +335,28 @@ TEST_F(CheckCommandTest, EverythingFinePrintsOnlyOkLinesAndExitsZero) {
   line_starting(result.output, "OK   system clock plausible");
 }
 
+// Key ages (SPEC section 5) are a task for the operator, not a broken set-up: an OK line that
+// counts certificates, names the first to expire and points at `keys due` when any device is due.
+TEST_F(CheckCommandTest, KeyAgesCountCertificatesAndDevicesDue) {
+  Broker broker;
+  age_key(path("alice/good01/sensor_private.pem"), 400);
+  const std::string certificate = path("bob/mismatch01/sensor_cert.pem");
+  const CommandResult made = run_command(
+      "openssl req -x509 -new -key " + shell_quote(path("bob/mismatch01/sensor_private.pem")) +
+      " -subj /CN=mismatch01 -days 30 -out " + shell_quote(certificate) +
+      " && openssl x509 -noout -enddate -dateopt iso_8601 -in " + shell_quote(certificate));
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  ASSERT_GT(made.output.size(), 29u) << made.output;  // "notAfter=2027-01-01 10:00:00Z"
+  const std::string not_after = made.output.substr(9, 10) + "T" + made.output.substr(20, 8) + "Z";
+  auto variables = env_for(broker.port());
+  variables["PROVISION_KEY_MAX_AGE"] = "365d";
+  const CommandResult result = run_agent("check", variables);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  line_starting(result.output, "OK   key ages: 1 certificate(s), the first expiring " + not_after +
+                                   "; 1 device(s) due for rotation (provision-agent keys due "
+                                   "lists them)");
+}
+
 TEST_F(CheckCommandTest, BrokerDownIsAFailLineAndExitOne) {
   const int port = free_port();  // nothing listens there
   const auto started = std::chrono::steady_clock::now();
