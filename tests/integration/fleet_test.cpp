@@ -258,6 +258,36 @@ TEST(FleetSession, ALostSessionIsAnnouncedAndAKeptOneResumed) {
   EXPECT_EQ(agent.stop(), 0);
 }
 
+// The state folder's mqtt_session record is read at every start. A damaged or edited one means
+// no session is known: the first CONNACK decides, and no session is reported lost. A sound one,
+// written by the last run, is what tells a broker that forgot the session while the agent was
+// stopped.
+TEST(FleetSession, ADamagedSessionRecordMeansNoSessionKnownAndASoundOneIsReadAfterARestart) {
+  Broker broker;  // no persistence: a restart forgets every session
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port());
+  const std::string record = agent.state_dir() + "/mqtt_session";
+  write_file(record, agent.client_id() + " 17950x0000\n", 0600);
+  agent.start();
+  const auto fresh = parse_json(online_status(*observer, agent));
+  EXPECT_EQ(json_string(fresh, "session"), "new");
+  EXPECT_TRUE(contains(agent.log(), "new broker session for client id " + agent.client_id()))
+      << agent.log();
+  EXPECT_FALSE(contains(agent.log(), "no longer has the session")) << agent.log();
+  EXPECT_EQ(agent.stop(), 0);
+  EXPECT_EQ(read_file(record).rfind(agent.client_id() + " ", 0), 0u) << read_file(record);
+
+  observer.reset();
+  broker.stop();
+  broker.start();
+  observer = make_observer(broker.port());
+  agent.start();
+  EXPECT_EQ(json_string(parse_json(online_status(*observer, agent)), "session"), "new");
+  EXPECT_TRUE(contains(agent.log(), "no longer has the session of client id " + agent.client_id()))
+      << agent.log();
+  EXPECT_EQ(agent.stop(), 0);
+}
+
 TEST(FleetMqtt5, ConnectAsksForTheSessionExpiryAndReceiveMaximum) {
   FakeMqttBroker fake(FakeMqttBroker::Mode::kick_after_connack);
   Agent small(
