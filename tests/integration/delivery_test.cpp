@@ -501,6 +501,33 @@ bool set_file_size_limit(pid_t pid, rlim_t soft) {
 // The spool file is already open, so modes cannot make its append fail; a file size limit at its
 // current size does, for real (EFBIG from the kernel), as any user and without a mount. (A full
 // file system would need root for a small tmpfs.)
+// A spool whose header names the last sequence number a file can hold (only a forged or damaged
+// file gets there): each request is answered storage_failed with nothing changed, and the file
+// still reads back whole, its epoch and numbering kept.
+TEST(DeliveryStorage, ASpoolOutOfSequenceNumbersAnswersStorageFailedAndStaysReadable) {
+  Broker broker;
+  auto observer = make_observer(broker.port());
+  Agent agent(broker.port());
+  const std::string spool = agent.state_dir() + "/intake.spool";
+  write_file(spool, encode_spool_header(42, kSpoolSeqLimit), 0600);
+  agent.start();
+  ASSERT_TRUE(wait_online(*observer, agent)) << agent.log();
+  observer->publish("provision/seq01/request", R"({"request_id":"s-1"})");
+  auto response = wait_response(*observer, "seq01", "s-1", 10s);
+  ASSERT_TRUE(response) << agent.log();
+  EXPECT_EQ(error_code(parse_json(response->payload)), "storage_failed") << response->payload;
+  EXPECT_FALSE(file_exists(agent.device_dir("seq01")));
+  EXPECT_NE(agent.log().find("used up its sequence numbers"), std::string::npos) << agent.log();
+  ASSERT_TRUE(agent.running());
+  const std::string bytes = read_file(spool);
+  const SpoolImage image = read_spool_image(bytes);
+  EXPECT_EQ(image.valid_bytes, bytes.size());
+  EXPECT_EQ(image.epoch, 42u);
+  EXPECT_EQ(image.next_seq, kSpoolSeqLimit);
+  EXPECT_TRUE(image.pending.empty());
+  EXPECT_EQ(agent.stop(), 0);
+}
+
 TEST(DeliveryStorage, AFailedSpoolWriteIsAnsweredStorageFailedAndNothingIsAcceptedSilently) {
   Broker broker;
   auto observer = make_observer(broker.port());
